@@ -1,0 +1,105 @@
+"""Naive TTT: the oracle. One token at a time, one batch row at a time, explicit per-token inner weights, inner
+gradients from autograd. Written to be read, not to be fast; every other form is tested against it.
+
+For token t of row r, at position i in its mini-batch (i counts from the cached offset):
+
+    ℓ_t(W) = ½ Σ_h ‖LN_h(f_h(k_t; W)) − (v_t − k_t)‖²
+    G     ← G + lr_t ∇_W ℓ_t(W)                 (W: weights at the start of the mini-batch)
+    W_t   = W − tf_i G
+    z_t   = q_t + LN(f(q_t; W_t))
+    if i = b − 1:  W ← W_t, G ← 0               (the next mini-batch starts from the last token's weights)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .ln import TTT_LN_EPS, gelu_tanh
+from .state import TTTState
+
+
+def _inner(params: list[Tensor | None], x: Tensor) -> Tensor:
+    """f(x) per head. x: [H, 1, D]; params W [H, Din, Dout], b [H, 1, Dout] or None."""
+    for layer in range(len(params) // 2):
+        if layer > 0:
+            x = gelu_tanh(x)
+        x = x @ params[2 * layer]
+        if params[2 * layer + 1] is not None:
+            x = x + params[2 * layer + 1]
+    return x
+
+
+def _layer_norm(z: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    """Per-head LN (identity when weight is None). z: [H, 1, D]; weight, bias: [H, D]."""
+    if weight is None:
+        return z
+    return F.layer_norm(z, z.shape[-1:], eps=eps) * weight.unsqueeze(1) + bias.unsqueeze(1)
+
+
+def ttt_naive(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lr: Tensor,
+    token_factor: Tensor,
+    ln_weight: Tensor | None,
+    ln_bias: Tensor | None,
+    state: TTTState,
+    lengths: Tensor | None = None,
+    residual: bool = True,
+    eps: float = TTT_LN_EPS,
+) -> tuple[Tensor, TTTState]:
+    """q, k, v: [B, T, H, D]; lr: [B, T, H]; token_factor: [b]; ln_weight, ln_bias: [H, D] (None: no LN);
+    residual False: target v instead of v − k and output LN(f(q)) instead of q + LN(f(q)).
+
+    Row r uses its first lengths[r] tokens (all when None); the rest are padding: output 0, state untouched.
+    Returns z [B, T, H, D] and the state after each row's tokens.
+    """
+    batch, seq_len = q.shape[:2]
+    b = token_factor.shape[0]
+    outer_grad = torch.is_grad_enabled()
+    grad_sums = state.grad_sums_or_zeros()
+    rows_out, rows_params, rows_grads, rows_offset = [], [], [], []
+    for r in range(batch):
+        n_tokens = seq_len if lengths is None else int(lengths[r])
+        W = [None if p is None else p[r] for p in state.params]
+        G = [None if g is None else g[r] for g in grad_sums]
+        i = int(state.offset[r])
+        outputs = []
+        for t in range(seq_len):
+            if t >= n_tokens:
+                outputs.append(torch.zeros_like(q[r, t]))
+                continue
+            with torch.enable_grad():
+                W_leaf = [w if w is None or w.requires_grad else w.detach().requires_grad_(True) for w in W]
+                k_t = k[r, t].unsqueeze(1)  # [H, 1, D]
+                target = v[r, t].unsqueeze(1) - (k_t if residual else 0.0)
+                loss = 0.5 * (_layer_norm(_inner(W_leaf, k_t), ln_weight, ln_bias, eps) - target).pow(2).sum()
+                present = [w for w in W_leaf if w is not None]
+                grads = iter(torch.autograd.grad(loss, present, create_graph=outer_grad))
+            lr_t = lr[r, t].view(-1, 1, 1)  # [H, 1, 1]
+            G = [None if g is None else g + lr_t * next(grads) for g in G]
+            W_t = [None if w is None else w - token_factor[i] * g for w, g in zip(W, G)]
+            q_t = q[r, t].unsqueeze(1)
+            y = _layer_norm(_inner(W_t, q_t), ln_weight, ln_bias, eps)
+            outputs.append((q_t + y if residual else y).squeeze(1))
+            i += 1
+            if i == b:
+                W, G, i = W_t, [None if g is None else torch.zeros_like(g) for g in G], 0
+        rows_out.append(torch.stack(outputs) if outputs else q[r, :0])
+        rows_params.append(W)
+        rows_grads.append(G)
+        rows_offset.append(i)
+    out = torch.stack(rows_out)
+
+    def stack(rows: list[list[Tensor | None]], j: int) -> Tensor | None:
+        return None if rows[0][j] is None else torch.stack([row[j] for row in rows])
+
+    new_state = TTTState(
+        params=tuple(stack(rows_params, j) for j in range(len(state.params))),
+        grad_sums=tuple(stack(rows_grads, j) for j in range(len(state.params))),
+        offset=torch.tensor(rows_offset, dtype=torch.long, device=q.device),
+    )
+    return out, new_state
