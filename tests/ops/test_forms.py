@@ -49,7 +49,9 @@ def test_gradients_agree(kind, seq_len):
     def grads(form):
         z, s = run(form, inputs, initial_state(params, 2))
         # the final state enters the objective too, so its gradient path is checked
-        loss = (z * probe).sum() + sum(p.sum() for p in s.params) + sum(g.square().sum() for g in s.grad_sums_or_zeros())
+        loss = (
+            (z * probe).sum() + sum(p.sum() for p in s.params) + sum(g.square().sum() for g in s.grad_sums_or_zeros())
+        )
         return torch.autograd.grad(loss, leaves)
 
     reference = grads(ttt_naive)
@@ -140,7 +142,8 @@ def test_float32_dual_close_to_float64_naive():
     state0 = initial_state(inner_params("mlp", 2, 8), 2)
     z_ref, _ = ttt_naive(**inputs, state=state0)
     z32, _ = ttt_dual(
-        **{k: v.float() for k, v in inputs.items()}, state=state0.map(lambda t: t.float() if t.is_floating_point() else t)
+        **{k: v.float() for k, v in inputs.items()},
+        state=state0.map(lambda t: t.float() if t.is_floating_point() else t),
     )
     assert z32.dtype == torch.float32
     assert max_diff(z32.double(), z_ref) < 1e-5

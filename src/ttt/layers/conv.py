@@ -1,0 +1,48 @@
+"""Depthwise causal 1-D convolution with a carried state, for the Mamba backbone's short convolutions.
+
+    y_t = bias + Σ_{i=0}^{K−1} w_i · x_{t−K+1+i}       (per channel; x before the sequence comes from the state)
+
+The state holds the last K − 1 inputs of each row ([B, C, K − 1]); with `lengths`, row r's real tokens are its
+first lengths[r] (the packed layout of `Packing`), and its new state ends at its last real token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import initialization as init
+
+
+class CausalConv1d(nn.Conv1d):
+    """nn.Conv1d(C, C, K, groups=C) applied causally; parameters `weight` [C, 1, K] and `bias` [C]."""
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__(channels, channels, kernel_size, groups=channels, padding=0, bias=True)
+
+    def reset_parameters(self) -> None:
+        """LeCun normal (truncated at ±2σ, as flax's initializer) kernel, zero bias: the JAX training code's init."""
+        std = math.sqrt(1.0 / self.kernel_size[0]) / 0.87962566103423978
+        init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
+        init.zeros_(self.bias)
+
+    def empty_state(self, batch_size: int, dtype: torch.dtype | None = None, device=None) -> Tensor:
+        dtype = dtype or self.weight.dtype
+        return torch.zeros(batch_size, self.in_channels, self.kernel_size[0] - 1, dtype=dtype, device=device)
+
+    def forward(self, x: Tensor, state: Tensor | None = None, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x: [B, T, C] -> (y [B, T, C], new state [B, C, K − 1])."""
+        batch, seq_len, _ = x.shape
+        keep = self.kernel_size[0] - 1
+        if state is None:
+            state = self.empty_state(batch, x.dtype, x.device)
+        full = torch.cat([state.to(x.dtype), x.transpose(1, 2)], dim=-1)  # [B, C, K − 1 + T]
+        y = F.conv1d(full, self.weight, self.bias, groups=self.groups).transpose(1, 2)
+        if lengths is None:
+            new_state = full[..., seq_len:]
+        else:
+            index = (lengths.view(-1, 1) + torch.arange(keep, device=x.device)).unsqueeze(1)  # [B, 1, K − 1]
+            new_state = full.gather(-1, index.expand(-1, full.shape[1], -1))
+        return y, new_state

@@ -1,0 +1,73 @@
+"""What one TTT layer keeps between calls: the inner-model state, its convolution states, and a position count.
+
+Fixed size: it does not grow with the context. It also implements the per-layer methods transformers' `Cache`
+calls (reorder for beam search, batch expansion and selection, reset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..ops import TTTState
+
+
+@dataclass
+class TTTLayerState:
+    ttt: TTTState
+    conv: dict[str, Tensor] = field(default_factory=dict)  # name -> [B, C, K − 1]
+    num_positions: int = 0  # positions consumed, padding included (HF's get_seq_length)
+    initial: TTTState | None = None  # the state to `reset` to
+
+    is_compileable = False
+    is_sliding = False
+    supports_early_init = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.ttt.batch_size
+
+    def nbytes(self) -> int:
+        tensors = [*self.ttt.params, *self.ttt.grad_sums_or_zeros(), self.ttt.offset, *self.conv.values()]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+    def _map(self, fn) -> None:
+        self.ttt = self.ttt.map(fn)
+        self.conv = {name: fn(t) for name, t in self.conv.items()}
+        if self.initial is not None:
+            self.initial = self.initial.map(fn)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._map(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._map(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        self._map(lambda t: t[indices])
+
+    def reset(self) -> None:
+        if self.initial is not None:
+            self.ttt = self.initial
+        self.conv = {name: torch.zeros_like(t) for name, t in self.conv.items()}
+        self.num_positions = 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a TTT state cannot be cropped: the tokens are folded into the inner weights")
+
+    def offload(self) -> None:
+        self._map(lambda t: t.to("cpu"))
+
+    def prefetch(self) -> None:
+        pass
+
+    def get_seq_length(self) -> int:
+        return self.num_positions
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.num_positions + query_length, 0

@@ -1,0 +1,138 @@
+"""`TTTConfig`: one typed config with the official field names, validated where it is made, and named presets.
+
+Presets: the paper's sizes on the Mamba backbone (its default) as `ttt-linear-125m`, `ttt-mlp-1.3b`, ...; a `-T`
+suffix for the Transformer backbone (`ttt-mlp-350m-T`); `tiny` sizes for tests and smoke runs. The JAX code's block
+names are aliases: `ttt_linear` / `ttt_mlp` (Mamba backbone), `ttt_linear_base` / `ttt_mlp_base` (Transformer).
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+TTT_LAYER_TYPES = ("linear", "mlp")
+IMPLEMENTATIONS = ("auto", "dual", "primal", "naive")
+
+
+class TTTConfig(PreTrainedConfig):
+    r"""Configuration of a TTT causal LM. Defaults are the official ttt-lm-pytorch defaults (Transformer backbone).
+
+    Backbone switches, kept separate as in the JAX code: `pre_conv` (causal conv block before each TTT layer),
+    `share_qk` (one Q/K projection followed by two causal convs), `use_gate` (gelu_tanh(W_g x) ⊙ output),
+    `tie_word_embeddings`. `remat_mini_batch_group_size` (the JAX name and meaning): mini-batches per gradient
+    checkpoint group in the dual form, 0 = off. `ttt_implementation`: "auto" (dual for several tokens, primal step
+    for one), or force "dual", "primal" or "naive" (the slow oracle).
+    """
+
+    model_type = "ttt"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    vocab_size: int = 32000
+    hidden_size: int = 2048
+    intermediate_size: int = 5504
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 32
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = True
+    rope_theta: float = 10000.0
+    use_gate: bool = False
+    share_qk: bool = False
+    ttt_layer_type: str = "linear"
+    ttt_base_lr: float = 1.0
+    mini_batch_size: int = 16
+    pre_conv: bool = False
+    conv_kernel: int = 4
+    remat_mini_batch_group_size: int = 0
+    ttt_implementation: str = "auto"
+
+    def __post_init__(self, **kwargs):
+        self._validate_ttt()
+        super().__post_init__(**kwargs)
+
+    def _validate_ttt(self) -> None:
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TTTConfig.{name} must be a positive integer, got {value!r}")
+
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            positive(name)
+        if self.mini_batch_size is None or not isinstance(self.mini_batch_size, int) or self.mini_batch_size < 1:
+            raise ValueError(f"TTTConfig.mini_batch_size must be >= 1, got {self.mini_batch_size!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"TTTConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            raise ValueError("TTTConfig: head_dim = hidden_size / num_attention_heads must be even (RoPE pairs)")
+        if self.ttt_layer_type not in TTT_LAYER_TYPES:
+            raise ValueError(f"TTTConfig.ttt_layer_type must be one of {TTT_LAYER_TYPES}, got {self.ttt_layer_type!r}")
+        if self.ttt_implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"TTTConfig.ttt_implementation must be one of {IMPLEMENTATIONS}, got {self.ttt_implementation!r}"
+            )
+        if (self.pre_conv or self.share_qk) and (not isinstance(self.conv_kernel, int) or self.conv_kernel < 1):
+            raise ValueError(f"TTTConfig.conv_kernel must be >= 1 with pre_conv or share_qk, got {self.conv_kernel!r}")
+        if self.remat_mini_batch_group_size < 0:
+            raise ValueError("TTTConfig.remat_mini_batch_group_size must be >= 0 (0 = no remat)")
+        if self.ttt_base_lr < 0:
+            raise ValueError(f"TTTConfig.ttt_base_lr must be >= 0, got {self.ttt_base_lr}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> TTTConfig:
+        return get_preset(name, **overrides)
+
+
+SIZES = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=256),
+    "125m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12),
+    "350m": dict(hidden_size=1024, intermediate_size=2736, num_hidden_layers=24, num_attention_heads=16),
+    "760m": dict(hidden_size=1536, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+    "1.3b": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=24, num_attention_heads=32),
+}
+BACKBONES = {
+    "mamba": dict(pre_conv=True, share_qk=True, use_gate=True),
+    "transformer": dict(pre_conv=False, share_qk=False, use_gate=False),
+}
+# The paper trains TTT-MLP with a smaller base inner learning rate (JAX configs: 1.0 linear, 0.1 mlp).
+BASE_LR = {"linear": 1.0, "mlp": 0.1}
+JAX_BLOCK_ALIASES = {
+    "ttt_linear": ("linear", "mamba"),
+    "ttt_mlp": ("mlp", "mamba"),
+    "ttt_linear_base": ("linear", "transformer"),
+    "ttt_mlp_base": ("mlp", "transformer"),
+}
+
+
+def preset_names() -> list[str]:
+    names = []
+    for layer in TTT_LAYER_TYPES:
+        for size in SIZES:
+            names += [f"ttt-{layer}-{size}", f"ttt-{layer}-{size}-T"]
+    return names
+
+
+def get_preset(name: str, **overrides) -> TTTConfig:
+    """`ttt-{linear,mlp}-{tiny,125m,350m,760m,1.3b}[-T]`, or a JAX block name with a size (`ttt_mlp_base-125m`)."""
+    base, _, size = name.rpartition("-") if name.split("-")[0] in JAX_BLOCK_ALIASES else ("", "", "")
+    if base in JAX_BLOCK_ALIASES:
+        layer, backbone = JAX_BLOCK_ALIASES[base]
+    else:
+        parts = name.split("-")
+        backbone = "transformer" if parts[-1] == "T" else "mamba"
+        parts = parts[:-1] if parts[-1] == "T" else parts
+        if len(parts) != 3 or parts[0] != "ttt" or parts[1] not in TTT_LAYER_TYPES:
+            raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
+        layer, size = parts[1], parts[2]
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r} in preset {name!r}; sizes: {', '.join(SIZES)}")
+    fields = dict(ttt_layer_type=layer, ttt_base_lr=BASE_LR[layer], **SIZES[size], **BACKBONES[backbone])
+    fields.update(overrides)
+    return TTTConfig(**fields)

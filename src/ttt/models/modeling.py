@@ -1,0 +1,291 @@
+"""TTT causal language model (Hugging Face conventions): embeddings, N blocks, final RMSNorm, LM head.
+
+Block (Mamba backbone when pre_conv / share_qk / use_gate are on; Transformer backbone when off):
+
+    h = h + Conv(RMSNorm(h))            only with pre_conv: depthwise causal conv, kernel conv_kernel, bias
+    h = h + TTT(RMSNorm(h))             TTTLinear or TTTMLP
+    h = h + SwiGLU(RMSNorm(h))          W_down (silu(W_gate h) ⊙ W_up h)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from ..layers import TTT_LAYERS, CausalConv1d, Packing, TTTBase, TTTLayerState
+from .cache import TTTCache
+from .configuration import TTTConfig
+
+
+class RMSNorm(nn.Module):
+    """y = w ⊙ x / sqrt(mean(x²) + ε), computed in at least float32."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        x = x.float() if x.element_size() < 4 else x
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x.to(dtype)
+
+
+class SwiGluMLP(nn.Module):
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class PreConv(nn.Module):
+    """The Mamba backbone's conv block before the TTT layer: Conv(RMSNorm(h)), causal, padding-aware."""
+
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__()
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.conv = CausalConv1d(config.hidden_size, config.conv_kernel)
+
+    def forward(self, h: Tensor, attention_mask: Tensor | None, state: TTTLayerState | None) -> Tensor:
+        packing = Packing.from_mask(attention_mask, h.shape[1])
+        x = self.norm(h)
+        x = x if packing is None else packing.pack(x)
+        y, new_state = self.conv(
+            x, None if state is None else state.conv["pre_conv"], None if packing is None else packing.lengths
+        )
+        if state is not None:
+            state.conv["pre_conv"] = new_state
+        return y if packing is None else packing.unpack(y)
+
+
+class Block(GradientCheckpointingLayer):
+    def __init__(self, config: TTTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.pre_conv = config.pre_conv
+        if config.pre_conv:
+            self.conv = PreConv(config)
+        self.seq_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.seq_modeling_block: TTTBase = TTT_LAYERS[config.ttt_layer_type].from_config(config, layer_idx)
+        self.ffn_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = SwiGluMLP(config)
+
+    def allocate_inference_cache(self, batch_size: int, dtype=None, device=None) -> TTTLayerState:
+        state = self.seq_modeling_block.allocate_inference_cache(batch_size, dtype, device)
+        if self.pre_conv:
+            state.conv["pre_conv"] = self.conv.conv.empty_state(
+                batch_size, dtype or self.conv.conv.weight.dtype, device or self.conv.conv.weight.device
+            )
+        return state
+
+    def forward(
+        self, hidden_states: Tensor, attention_mask: Tensor | None = None, past_key_values: TTTCache | None = None
+    ) -> Tensor:
+        state = None if past_key_values is None else past_key_values.layers[self.layer_idx]
+        h = hidden_states
+        if self.pre_conv:
+            h = h + self.conv(h, attention_mask, state)
+        h = h + self.seq_modeling_block(self.seq_norm(h), attention_mask, past_key_values)
+        return h + self.mlp(self.ffn_norm(h))
+
+
+class TTTPreTrainedModel(PreTrainedModel):
+    config_class = TTTConfig
+    config: TTTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Block"]
+    _skip_keys_device_placement = ["past_key_values"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The official JAX training code's init (see `TTTBase.reset_parameters` for the TTT layer)."""
+        std = self.config.initializer_range
+        if isinstance(module, TTTBase):
+            module.reset_parameters()
+        elif isinstance(module, CausalConv1d):
+            module.reset_parameters()
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, std=std)
+        elif isinstance(module, RMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate must not build a DynamicCache: the model builds its own fixed-size TTTCache
+        return False
+
+
+class TTTModel(TTTPreTrainedModel):
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList([Block(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def _check_inputs(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> None:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must be 2-D [batch, seq_len], got shape {tuple(input_ids.shape)}")
+            if input_ids.is_floating_point():
+                raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+            if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+                raise ValueError(
+                    f"input_ids must lie in [0, vocab_size={self.config.vocab_size}), got values in "
+                    f"[{int(input_ids.min())}, {int(input_ids.max())}]"
+                )
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must be [batch, seq_len, {self.config.hidden_size}], got {tuple(inputs_embeds.shape)}"
+            )
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past_key_values: TTTCache | None = None,
+        inputs_embeds: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast | tuple:
+        """Positions come from the cache and attention_mask (each row counts from its first real token), so
+        `position_ids` is accepted for API compatibility and ignored."""
+        self._check_inputs(input_ids, inputs_embeds)
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self.gradient_checkpointing and self.training:
+            use_cache = False
+        h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        if past_key_values is None and use_cache:
+            past_key_values = TTTCache.from_model(self, h.shape[0], h.dtype, h.device)
+        if past_key_values is not None:
+            if not isinstance(past_key_values, TTTCache):
+                raise TypeError(
+                    f"past_key_values must be a TTTCache (TTTCache.from_model), got {type(past_key_values).__name__}"
+                )
+            if len(past_key_values.layers) != len(self.layers):
+                raise ValueError(
+                    f"the cache has {len(past_key_values.layers)} layers, the model {len(self.layers)}: "
+                    "it was made for another config"
+                )
+
+        hidden_states = (h,) if output_hidden_states else None
+        for block in self.layers:
+            h = block(h, attention_mask, past_key_values)
+            if output_hidden_states:
+                hidden_states += (h,)
+        h = self.norm(h)
+        if output_hidden_states:
+            # HF convention: the last entry is after the final norm
+            hidden_states = hidden_states[:-1] + (h,)
+        cache = past_key_values if use_cache or past_key_values is not None else None
+        if not return_dict:
+            return tuple(x for x in (h, cache, hidden_states) if x is not None)
+        return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=cache, hidden_states=hidden_states)
+
+
+class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__(config)
+        self.model = TTTModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def allocate_inference_cache(self, batch_size: int, dtype=None, device=None) -> TTTCache:
+        return TTTCache.from_model(self, batch_size, dtype or self.dtype, device or self.device)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past_key_values: TTTCache | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast | tuple:
+        """labels: [B, T] next-token targets in the HF convention (shifted inside; -100 is ignored)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        h = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(h[:, keep])
+        loss = None
+        if labels is not None:
+            if labels.shape != h.shape[:2]:
+                raise ValueError(f"labels must have shape {tuple(h.shape[:2])}, got {tuple(labels.shape)}")
+            shift_logits = logits[:, :-1] if logits.shape[1] == h.shape[1] else self.lm_head(h)[:, :-1]
+            if shift_logits.element_size() < 4:
+                shift_logits = shift_logits.float()
+            loss = F.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device)
+            )
+        if not return_dict:
+            out = (logits, outputs.past_key_values, outputs.hidden_states)
+            out = tuple(x for x in out if x is not None)
+            return (loss, *out) if loss is not None else out
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
