@@ -90,6 +90,16 @@ class Block(GradientCheckpointingLayer):
             )
         return state
 
+    def check_cache(self, state: TTTLayerState, batch_size: int) -> None:
+        """Raise a clear error when `state` was not made for this block and batch size."""
+        self.seq_modeling_block._check_state(state, batch_size)
+        if self.pre_conv:
+            conv = state.conv.get("pre_conv")
+            if conv is None or conv.shape[1:] != self.conv.conv.empty_state(1).shape[1:]:
+                raise ValueError(
+                    f"the cache's conv state does not fit block {self.layer_idx}: made for another config?"
+                )
+
     def forward(
         self, hidden_states: Tensor, attention_mask: Tensor | None = None, past_key_values: TTTCache | None = None
     ) -> Tensor:
@@ -203,6 +213,8 @@ class TTTModel(TTTPreTrainedModel):
                     f"the cache has {len(past_key_values.layers)} layers, the model {len(self.layers)}: "
                     "it was made for another config"
                 )
+            for block, state in zip(self.layers, past_key_values.layers):
+                block.check_cache(state, h.shape[0])
 
         hidden_states = (h,) if output_hidden_states else None
         for block in self.layers:
