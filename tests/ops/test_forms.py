@@ -147,3 +147,12 @@ def test_float32_dual_close_to_float64_naive():
     )
     assert z32.dtype == torch.float32
     assert max_diff(z32.double(), z_ref) < 1e-5
+
+
+def test_naive_under_no_grad():
+    inputs = op_inputs(1, 20, 2, 4)
+    params = tuple(p.requires_grad_() for p in inner_params("mlp", 2, 4))
+    z_ref, _ = ttt_dual(**inputs, state=initial_state(params, 1))
+    with torch.no_grad():
+        z, _ = ttt_naive(**inputs, state=initial_state(params, 1))
+    assert max_diff(z, z_ref) < TOL

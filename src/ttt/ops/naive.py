@@ -73,7 +73,10 @@ def ttt_naive(
                 outputs.append(torch.zeros_like(q[r, t]))
                 continue
             with torch.enable_grad():
-                W_leaf = [w if w is None or w.requires_grad else w.detach().requires_grad_(True) for w in W]
+                # views made under no_grad still report requires_grad, so decide from the outer mode
+                W_leaf = [
+                    w if w is None or (outer_grad and w.requires_grad) else w.detach().requires_grad_(True) for w in W
+                ]
                 k_t = k[r, t].unsqueeze(1)  # [H, 1, D]
                 target = v[r, t].unsqueeze(1) - (k_t if residual else 0.0)
                 loss = 0.5 * (_layer_norm(_inner(W_leaf, k_t), ln_weight, ln_bias, eps) - target).pow(2).sum()
