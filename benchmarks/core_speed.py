@@ -31,7 +31,7 @@ SIZES = {
         seq_len=512,
         naive_len=32,
     ),
-    "125m": dict(preset="ttt-{layer}-125m", overrides=dict(vocab_size=32000), batch=1, seq_len=512, naive_len=16),
+    "125m": dict(preset="ttt-{layer}-125m", overrides=dict(vocab_size=32000), batch=1, seq_len=128, naive_len=16),
 }
 
 
