@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
+    from .convert.cli import add_parser as add_convert_parser
+
+    add_convert_parser(sub)
     return parser
 
 
