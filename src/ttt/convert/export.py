@@ -5,35 +5,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from ..models.modeling import TTTForCausalLM
 from ..models.official import OFFICIAL_FIELDS, RENAMES
+from .atomic import atomic_dir
 
 
 def to_official(model: TTTForCausalLM, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
     ours_to_official = {ours: official for official, ours in RENAMES.items()}
     state = {ours_to_official.get(k, k): v.detach().contiguous() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     config = {name: getattr(model.config, name) for name in OFFICIAL_FIELDS}
     config.update(model_type="ttt", architectures=["TTTForCausalLM"], scan_checkpoint_group_size=0, use_cache=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out_dir, overwrite) as tmp:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

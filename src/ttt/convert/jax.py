@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..models.configuration import BASE_LR, JAX_BLOCK_ALIASES, SIZES, TTTConfig
+from .atomic import atomic_dir, check_target
 from .safe_pickle import safe_load
 from .streaming import CheckpointFormatError, iter_records
 
@@ -272,8 +271,7 @@ def from_jax(
     """
     ckpt_file = find_checkpoint(ckpt)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    check_target(out, overwrite)
     if config is None:
         meta = read_metadata(ckpt_file)
         if meta is None or not isinstance(meta.get("model_config"), dict):
@@ -286,20 +284,12 @@ def from_jax(
     config.dtype = dtype
     config.architectures = ["TTTForCausalLM"]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite) as tmp:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         config.save_pretrained(tmp)
         (tmp / "conversion.json").write_text(
             json.dumps({"source": str(ckpt_file), "dtype": str(dtype).removeprefix("torch.")}, indent=2)
         )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return config
 
 
