@@ -228,14 +228,19 @@ class TTTBase(nn.Module):
             raise ValueError(f"step expects hidden_states of shape [batch, {self.hidden_size}]")
         return self.forward(hidden_states.unsqueeze(1), past_key_values=state).squeeze(1)
 
-    def _mix(self, x: Tensor, state: TTTLayerState | None, lengths: Tensor | None) -> Tensor:
-        batch, seq_len, width = x.shape
+    def views(
+        self, x: Tensor, state: TTTLayerState | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, TTTState, dict[str, Tensor]]:
+        """The inner loop's inputs for x [B, T, C]: q, k, v [B, T, H, D] (projected, conv'd, RoPE'd), the
+        per-token learning rate lr [B, T, H], the TTT state to start from, and the new conv states."""
+        batch, seq_len, _ = x.shape
         heads, head_dim = self.num_heads, self.head_dim
         conv = {} if state is None else state.conv
+        new_conv = {}
         xq = self.q_proj(x)
         if self.share_qk:
-            xk, conv_k = self.conv_k(xq, conv.get("conv_k"), lengths)
-            xq, conv_q = self.conv_q(xq, conv.get("conv_q"), lengths)
+            xk, new_conv["conv_k"] = self.conv_k(xq, conv.get("conv_k"), lengths)
+            xq, new_conv["conv_q"] = self.conv_q(xq, conv.get("conv_q"), lengths)
         else:
             xk = self.k_proj(x)
         xv = self.v_proj(x)
@@ -246,11 +251,13 @@ class TTTBase(nn.Module):
         cos, sin = rope_table(self.mini_batch_size, head_dim, self.rope_theta, x.dtype, x.device)
         q, k = apply_rope(q, positions, cos, sin), apply_rope(k, positions, cos, sin)
 
-        gate = torch.einsum(
-            "btc,hc->bth", x, self.learnable_ttt_lr_weight.squeeze(1)
-        ) + self.learnable_ttt_lr_bias.view(heads)
-        lr = self.ttt_base_lr * torch.sigmoid(gate) / head_dim  # [B, T, H]
+        gate = torch.einsum("btc,hc->bth", x, self.learnable_ttt_lr_weight.squeeze(1))
+        lr = self.ttt_base_lr * torch.sigmoid(gate + self.learnable_ttt_lr_bias.view(heads)) / head_dim
+        return q, k, v, lr, ttt_state, new_conv
 
+    def _mix(self, x: Tensor, state: TTTLayerState | None, lengths: Tensor | None) -> Tensor:
+        batch, seq_len, width = x.shape
+        q, k, v, lr, ttt_state, new_conv = self.views(x, state, lengths)
         args = (q, k, v, lr, self.token_factor(), self.ttt_norm_weight, self.ttt_norm_bias, ttt_state)
         impl = self.implementation
         if impl == "auto":
@@ -269,8 +276,7 @@ class TTTBase(nn.Module):
             )
         if state is not None:
             state.ttt = new_state
-            if self.share_qk:
-                state.conv.update(conv_q=conv_q, conv_k=conv_k)
+            state.conv.update(new_conv)
 
         z = self.post_norm(z.reshape(batch, seq_len, width))
         if self.use_gate:

@@ -1,0 +1,260 @@
+"""The training loop: one code path from one CPU to many GPUs.
+
+Per optimizer step: the global batch (train.batch_size windows of seq_len + 1 tokens) is split over processes,
+each process runs it in micro-batches, and the loss is the mean next-token cross-entropy over every scored token of
+the global batch (BOS targets are not scored, as the official loss mask), so gradient accumulation and data
+parallelism give the same step as one process with the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+
+from ..data import PreparedData, load_prepared, prepare
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from .config import ConfigError, RunConfig
+from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, unwrap, wrap_model
+from .models import build_model, count_params
+from .optim import InnerLRWarmup, build_optimizer, lr_at
+
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def lm_loss_sum(model: nn.Module, windows: Tensor, bos_id: int) -> tuple[Tensor, Tensor]:
+    """Σ next-token NLL over the scored targets of `windows` [B, T + 1] (BOS targets are not scored), and their
+    count."""
+    inputs, targets = windows[:, :-1], windows[:, 1:].clone()
+    targets[targets == bos_id] = -100
+    logits = model(input_ids=inputs, use_cache=False).logits
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+    return loss, (targets != -100).sum()
+
+
+def autocast_for(dtype: str, device: torch.device):
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if dtype not in ("auto", "float32"):
+        raise ConfigError(f"train.dtype must be auto, float32 or bfloat16, got {dtype!r}")
+    return nullcontext()
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.progress = progress
+        self._validate()
+        self.info: DistInfo = init_distributed()
+        self.out = Path(cfg.train.out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+
+    def _validate(self) -> None:
+        t = self.cfg.train
+        for name in ("steps", "batch_size", "ckpt_every", "log_every"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
+        if self.cfg.data.seq_len < 1:
+            raise ConfigError(f"data.seq_len must be >= 1, got {self.cfg.data.seq_len}")
+
+    def prepare_data(self) -> PreparedData:
+        d = self.cfg.data
+        folder = Path(d.prepared_dir) if d.prepared_dir else self.out / "data"
+        if self.info.is_main:
+            data = prepare(d.source, folder, tokenizer=d.tokenizer, text_field=d.text_field, seq_len=d.seq_len)
+        barrier(self.info)
+        if not self.info.is_main:
+            data = load_prepared(folder)
+        return data
+
+    def batches(self, loader) -> Iterator[Tensor]:
+        while True:
+            yield from loader
+
+    def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            cleanup(self.info)
+
+    def _run(self) -> dict[str, Any]:
+        cfg, info = self.cfg, self.info
+        t = cfg.train
+        torch.manual_seed(t.seed)
+        data = self.prepare_data()
+        tok = data.tokenizer
+        model = build_model(cfg.model.name, tok.vocab_size, cfg.model.overrides).to(info.device)
+        if cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        n_params = count_params(model)
+        inner_warmup = InnerLRWarmup(model, cfg.optim, t.steps)
+        if t.batch_size % info.world_size:
+            raise ConfigError(f"train.batch_size={t.batch_size} must be a multiple of the {info.world_size} processes")
+        share = t.batch_size // info.world_size
+        micro = t.micro_batch_size or share
+        if share % micro:
+            raise ConfigError(f"train.micro_batch_size={micro} must divide the per-process batch {share}")
+        loader = data.loader(
+            "train", cfg.data.seq_len, t.batch_size, seed=t.seed, rank=info.rank, world_size=info.world_size
+        )
+
+        start_step = 0
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        latest = latest_checkpoint(self.ckpt_dir) if self.resume else None
+        if latest is None and self.resume and info.is_main:
+            print(f"no checkpoint under {self.ckpt_dir}: starting from step 0")
+        checkpoint = self._load(latest, model) if latest is not None else None
+        # the optimizer is built on the wrapped model: FSDP2 replaces the parameters by sharded ones
+        model = wrap_model(model, info, t.fsdp)
+        optimizer = build_optimizer(model, cfg.optim)
+        if checkpoint is not None:
+            start_step = self._restore(latest, checkpoint, model, optimizer, loader)
+            if info.is_main:
+                self._truncate_metrics(start_step)
+        elif info.is_main:
+            cfg.save(self.out / "config.json")
+        if t.compile:
+            model = torch.compile(model)
+        stream = self.batches(loader)
+        metrics_file = self.out / "metrics.jsonl"
+        bar = None
+        if self.progress and info.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=t.steps, initial=start_step, desc=cfg.model.name, dynamic_ncols=True)
+        history: list[dict[str, Any]] = []
+        tokens_seen, clock = 0, time.perf_counter()
+        model.train()
+        for step in range(start_step, t.steps):
+            lr = lr_at(step, t.steps, cfg.optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inner_warmup.apply(step)
+            windows = next(stream).to(info.device)
+            scored = all_reduce_sum((windows[:, 1:] != tok.bos_id).sum().to(info.device), info).item()
+            total = torch.zeros((), device=info.device)
+            for chunk in windows.split(micro):
+                with autocast_for(t.dtype, info.device):
+                    loss_sum, _ = lm_loss_sum(model, chunk, tok.bos_id)
+                # data-parallel gradients are averaged over processes: scale so the step is the global mean
+                (loss_sum * info.world_size / scored).backward()
+                total += loss_sum.detach()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = all_reduce_sum(total, info).item() / scored
+            tokens_seen += windows.numel() * info.world_size
+            done = step + 1
+            record = {"step": done, "loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+            if inner_warmup.active:
+                record["ttt_base_lr"] = inner_warmup.layers[0].ttt_base_lr
+            if done % t.log_every == 0 or done == t.steps:
+                elapsed = time.perf_counter() - clock
+                record["tokens_per_s"] = tokens_seen / max(elapsed, 1e-9)
+            if t.eval_every and (done % t.eval_every == 0 or done == t.steps):
+                record.update(evaluate_loss(unwrap(model), data, cfg, info))
+                model.train()
+            history.append(record)
+            if info.is_main:
+                with open(metrics_file, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{loss:.3f}",
+                        lr=f"{lr:.1e}",
+                        tok_s=f"{record.get('tokens_per_s', 0):.0f}" if "tokens_per_s" in record else None,
+                    )
+            if done % t.ckpt_every == 0 or done == t.steps:
+                self._save(done, model, optimizer, loader, n_params)
+        if bar is not None:
+            bar.close()
+        return {"history": history, "params": n_params, "out_dir": str(self.out)}
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric records past the checkpoint resumed from (they are recomputed, identically)."""
+        path = self.out / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def _save(self, step: int, model: nn.Module, optimizer, loader, n_params: int) -> None:
+        model_state = get_model_state_dict(model, options=FULL)
+        optim_state = get_optimizer_state_dict(model, optimizer, options=FULL)
+        if self.info.is_main:
+            trainer_state = {
+                "step": step,
+                "data": loader.state_dict(),
+                "model_name": self.cfg.model.name,
+                "model_overrides": self.cfg.model.overrides,
+                "params": n_params,
+                "world_size": self.info.world_size,
+            }
+            save_checkpoint(self.ckpt_dir, step, model_state, optim_state, trainer_state, self.cfg.train.keep_last)
+        barrier(self.info)
+
+    def _load(self, path: Path, model: nn.Module) -> tuple[dict, dict]:
+        """Read a checkpoint and load its weights into the (not yet wrapped) model, after checking it fits."""
+        model_state, extra, trainer_state = load_checkpoint(path)
+        if (trainer_state["model_name"], trainer_state["model_overrides"]) != (
+            self.cfg.model.name,
+            self.cfg.model.overrides,
+        ):
+            raise ConfigError(
+                f"checkpoint {path} is from model {trainer_state['model_name']} {trainer_state['model_overrides']}, "
+                f"this run builds {self.cfg.model.name} {self.cfg.model.overrides}: another model config"
+            )
+        expected = model.state_dict()
+        bad = [k for k in expected if k not in model_state or model_state[k].shape != expected[k].shape]
+        if bad:
+            raise ConfigError(f"checkpoint {path} does not fit this model (first mismatch: {bad[0]})")
+        model.load_state_dict(model_state)
+        return extra, trainer_state
+
+    def _restore(self, path: Path, checkpoint: tuple[dict, dict], model: nn.Module, optimizer, loader) -> int:
+        extra, trainer_state = checkpoint
+        set_optimizer_state_dict(model, optimizer, extra["optimizer"], options=StateDictOptions(full_state_dict=True))
+        set_rng_state(extra["rng"])
+        loader.load_state_dict(trainer_state["data"])
+        if self.info.is_main:
+            print(f"resumed from {path} (step {trainer_state['step']})")
+        return int(trainer_state["step"])
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, data: PreparedData, cfg: RunConfig, info: DistInfo) -> dict[str, float]:
+    """Mean validation loss over the first train.eval_batches batches of the validation split (deterministic)."""
+    model.eval()
+    t = cfg.train
+    n_val = len(data.windows("val", cfg.data.seq_len))
+    batch = min(t.batch_size, n_val) // info.world_size * info.world_size
+    if batch < 1:
+        raise ConfigError(f"the validation split holds {n_val} windows of data.seq_len + 1 tokens: too few to evaluate")
+    loader = data.loader("val", cfg.data.seq_len, batch, shuffle=False, rank=info.rank, world_size=info.world_size)
+    total = torch.zeros((), device=info.device)
+    count = torch.zeros((), device=info.device)
+    for i, windows in enumerate(loader):
+        if i >= t.eval_batches:
+            break
+        loss_sum, n = lm_loss_sum(model, windows.to(info.device), data.tokenizer.bos_id)
+        total += loss_sum
+        count += n
+    total, count = all_reduce_sum(total, info), all_reduce_sum(count, info)
+    val = (total / count.clamp(min=1)).item()
+    return {"val_loss": val, "val_ppl": math.exp(min(val, 50))}
