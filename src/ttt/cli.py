@@ -1,4 +1,4 @@
-"""`ttt` command line: `ttt --version`, `ttt demo` (later: train, eval, generate, bench, convert)."""
+"""`ttt` command line: demo, train, eval, generate, data, quickstart, convert."""
 
 from __future__ import annotations
 
@@ -59,23 +59,83 @@ def demo(args: argparse.Namespace) -> int:
             seq = torch.cat([seq, nxt], 1)
         recompute_s = time.perf_counter() - start
 
-    same = torch.equal(torch.cat(tokens, 1), torch.cat(recomputed_tokens, 1))
-    gap = (torch.stack(cached_logits) - torch.stack(recomputed_logits)).abs().max().item()
+    same = torch.equal(torch.cat(tokens, 1), torch.cat(recomputed_tokens, 1)) if tokens else True
+    gap = (torch.stack(cached_logits) - torch.stack(recomputed_logits)).abs().max().item() if tokens else 0.0
     steps = max(args.new_tokens, 1)
     print(f"prefill:   {args.batch * args.prompt_len / prefill_s:10.0f} tokens/s  ({prefill_s * 1e3:.1f} ms)")
-    print(
-        f"decode:    {decode_s / steps * 1e3:10.2f} ms/token with the cache (state {cache.nbytes() / 1e6:.2f} MB, "
-        "fixed)"
-    )
+    state_mb = cache.nbytes() / 1e6
+    print(f"decode:    {decode_s / steps * 1e3:10.2f} ms/token with the cache (state {state_mb:.2f} MB, fixed)")
     print(f"recompute: {recompute_s / steps * 1e3:10.2f} ms/token without it")
     print(f"parity:    cached tokens {'==' if same else '!='} recomputed tokens; max |logit diff| {gap:.2e}")
     return 0 if same else 1
+
+
+def train(args: argparse.Namespace) -> int:
+    from .train.config import load_run_config
+    from .train.trainer import Trainer
+
+    cfg = load_run_config(args.config, args.overrides)
+    Trainer(cfg, resume=args.resume, progress=not args.quiet).run()
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from .eval import evaluate_run
+
+    results = evaluate_run(args.paths, args.out, max_windows=args.max_windows, diagnostics=not args.no_diagnostics)
+    for r in results:
+        bpb = f"  bits/byte {r['bits_per_byte']:.3f}" if "bits_per_byte" in r else ""
+        print(f"{r['name']}: val loss {r['val_loss']:.4f}  ppl {r['val_ppl']:.2f}{bpb}  ({r['windows']} windows)")
+    print(
+        f"wrote {args.out}/eval.json, per_position.csv/.png"
+        + (", inner_loop_*.csv/.png" if not args.no_diagnostics else "")
+    )
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    from .eval import load_run_model
+    from .generate import generate_text
+
+    model, _, data, ckpt = load_run_model(args.path)
+    print(f"[{ckpt}]", file=sys.stderr)
+    print(args.prompt, end="")
+    generate_text(
+        model, data.tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed
+    )
+    return 0
+
+
+def data_command(args: argparse.Namespace) -> int:
+    from .data import load_prepared, prepare
+
+    if args.action == "prepare":
+        data = prepare(
+            args.source,
+            args.out,
+            tokenizer=args.tokenizer,
+            text_field=args.text_field,
+            seq_len=args.seq_len,
+            overwrite=args.overwrite,
+        )
+    else:
+        data = load_prepared(args.source)
+    print(data)
+    return 0
+
+
+def quickstart(args: argparse.Namespace) -> int:
+    from .train.quickstart import quickstart as run
+
+    run(args.out, steps=args.steps, seq_len=args.seq_len, batch_size=args.batch_size)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttt", description="Test-Time Training (TTT) sequence models")
     parser.add_argument("--version", action="version", version=f"ttt {__version__}")
     sub = parser.add_subparsers(dest="command")
+
     p = sub.add_parser("demo", help="prefill + cached generation on a small random model, with a parity check")
     p.add_argument("--preset", default="ttt-linear-tiny", help="a preset name (see ttt.preset_names())")
     p.add_argument("--batch", type=int, default=2)
@@ -85,6 +145,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
+
+    p = sub.add_parser("train", help="train a model (overrides: --section.key=value, e.g. --train.steps=100)")
+    p.add_argument("--config", help="a .toml / .yaml / .json run config")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.out_dir")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=train)
+
+    p = sub.add_parser("eval", help="perplexity, per-position loss and inner-loop diagnostics of checkpoints")
+    p.add_argument("paths", nargs="+", help="run folders (their newest checkpoint) or checkpoint folders")
+    p.add_argument("--out", default="eval_out")
+    p.add_argument("--max-windows", type=int, default=64)
+    p.add_argument("--no-diagnostics", action="store_true")
+    p.set_defaults(func=evaluate)
+
+    p = sub.add_parser("generate", help="stream text from a checkpoint")
+    p.add_argument("path", help="a run folder or a checkpoint folder")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=generate)
+
+    p = sub.add_parser("data", help="prepare or inspect a tokenized corpus")
+    p.add_argument("action", choices=["prepare", "inspect"])
+    p.add_argument("source", help="prepare: bundled, a folder of .txt, a .jsonl or hf:NAME; inspect: a prepared folder")
+    p.add_argument("out", nargs="?", default="data_out")
+    p.add_argument("--tokenizer", default="byte")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=data_command)
+
+    p = sub.add_parser("quickstart", help="the main job: TTT-Linear vs Transformer++ on the bundled corpus")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=quickstart)
+
     from .convert.cli import add_parser as add_convert_parser
 
     add_convert_parser(sub)
@@ -92,21 +193,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .data import DataError
+    from .train.config import ConfigError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "train":
+        bad = [e for e in extra if not (e.startswith("--") and "=" in e and "." in e.split("=", 1)[0])]
+        if bad:
+            parser.error(f"unrecognised argument(s) {' '.join(bad)}; overrides look like --section.key=value")
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        from .models import get_preset
-
         if args.command == "demo":
+            from .models import get_preset
+
             get_preset(args.preset)
             if args.batch < 1 or args.prompt_len < 1 or args.new_tokens < 0:
                 parser.error("--batch and --prompt-len must be >= 1, --new-tokens >= 0")
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"ttt {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except ValueError as err:
-        parser.error(str(err))
-    return args.func(args)
+        if args.command in ("demo",):
+            parser.error(str(err))
+        print(f"ttt {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

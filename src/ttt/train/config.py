@@ -135,7 +135,9 @@ def set_value(cfg: RunConfig, section: str, key: str, value: Any) -> None:
         raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(sorted(SECTIONS))}")
     target = getattr(cfg, section)
     hints = typing.get_type_hints(type(target))
-    if key in hints and key != "overrides":
+    if section == "model" and key == "overrides" and isinstance(value, dict):
+        target.overrides.update(value)
+    elif key in hints and key != "overrides":
         setattr(target, key, _coerce(value, hints[key], f"{section}.{key}"))
     elif section == "model":
         target.overrides[key] = value

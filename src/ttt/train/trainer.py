@@ -137,7 +137,7 @@ class Trainer:
         if self.progress and info.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=t.steps, initial=start_step, desc=cfg.model.name, dynamic_ncols=True)
+            bar = tqdm(total=t.steps, initial=start_step, desc=cfg.model.name, dynamic_ncols=True, mininterval=1.0)
         history: list[dict[str, Any]] = []
         tokens_seen, clock = 0, time.perf_counter()
         model.train()
@@ -176,11 +176,8 @@ class Trainer:
                     f.write(json.dumps(record) + "\n")
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{loss:.3f}",
-                        lr=f"{lr:.1e}",
-                        tok_s=f"{record.get('tokens_per_s', 0):.0f}" if "tokens_per_s" in record else None,
-                    )
+                    if "tokens_per_s" in record:
+                        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{record['tokens_per_s']:.0f}")
             if done % t.ckpt_every == 0 or done == t.steps:
                 self._save(done, model, optimizer, loader, n_params)
         if bar is not None:

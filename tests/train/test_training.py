@@ -1,0 +1,112 @@
+"""Training on the bundled corpus: every model kind learns; config, schedule and errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ttt.data import DataError
+from ttt.train.config import ConfigError, RunConfig, load_run_config
+from ttt.train.models import build_model, count_params
+from ttt.train.optim import InnerLRWarmup, lr_at
+
+from .helpers import train
+
+MODELS = ["ttt-linear-tiny", "ttt-linear-tiny-T", "ttt-mlp-tiny", "ttt-mlp-tiny-T", "transformer++-tiny", "mamba-tiny"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loss_falls(tmp_path, bundled_bytes, name):
+    result = train(tmp_path / "run", bundled_bytes, f"--model.name={name}", "--train.steps=30", "--train.ckpt_every=30")
+    history = [r["loss"] for r in result["history"]]
+    assert abs(history[0] - math.log(258)) < 0.5  # starts near uniform over the byte vocabulary
+    assert sum(history[-5:]) / 5 < history[0] - 1.0, history
+
+
+def test_baselines_match_parameter_counts():
+    for size in ("tiny", "125m"):
+        with torch.device("meta"):
+            ttt = count_params(build_model(f"ttt-linear-{size}", 32000))
+            llama = count_params(build_model(f"transformer++-{size}", 32000))
+            mamba = count_params(build_model(f"mamba-{size}", 32000))
+        assert abs(llama - ttt) / ttt < 0.03, (size, ttt, llama)
+        assert abs(mamba - ttt) / ttt < 0.25, (size, ttt, mamba)
+
+
+def test_schedule_and_inner_lr_warmup():
+    cfg = RunConfig().optim
+    assert lr_at(0, 100, cfg) == 0.0
+    assert lr_at(5, 100, cfg) == pytest.approx(cfg.lr / 2)
+    assert lr_at(10, 100, cfg) == pytest.approx(cfg.lr)
+    assert lr_at(100, 100, cfg) == pytest.approx(cfg.end_lr)
+    assert cfg.end_lr < lr_at(55, 100, cfg) < cfg.lr
+    model = build_model("ttt-mlp-tiny", 258)
+    warm = InnerLRWarmup(model, cfg, 100)
+    assert warm.active and warm.targets[0] == pytest.approx(0.1)
+    warm.apply(0)
+    assert warm.layers[0].ttt_base_lr == pytest.approx(0.01)
+    warm.apply(10)
+    assert warm.layers[0].ttt_base_lr == pytest.approx(0.1)
+    assert not InnerLRWarmup(build_model("ttt-linear-tiny", 258), cfg, 100).active
+
+
+def test_config_file_overrides_and_resolved_copy(tmp_path, bundled_bytes):
+    path = tmp_path / "run.toml"
+    path.write_text("[train]\nsteps = 3\nbatch_size = 4\n[data]\nseq_len = 32\n[optim]\nlr = 0.001\n")
+    cfg = load_run_config(
+        path,
+        [f"--train.out_dir={tmp_path / 'out'}", f"--data.prepared_dir={bundled_bytes}", "--model.mini_batch_size=8"],
+    )
+    assert cfg.train.steps == 3 and cfg.optim.lr == 0.001 and cfg.model.overrides == {"mini_batch_size": 8}
+    from ttt.train.trainer import Trainer
+
+    Trainer(cfg, progress=False).run()
+    saved = RunConfig.from_dict(__import__("json").loads((tmp_path / "out" / "config.json").read_text()))
+    assert saved == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides,error,match",
+    [
+        (["--train.stepz=3"], ConfigError, "unknown config key train.stepz"),
+        (["--train.steps=three"], ConfigError, "train.steps must be int"),
+        (["--optimizer.lr=1"], ConfigError, "unknown config section"),
+        (["--train.fsdp=maybe"], ConfigError, "true or false"),
+    ],
+)
+def test_bad_config(overrides, error, match):
+    with pytest.raises(error, match=match):
+        load_run_config(None, overrides)
+
+
+def test_bad_model_and_data(tmp_path, bundled_bytes):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        train(tmp_path / "a", bundled_bytes, "--model.name=ttt-rnn-tiny", "--train.steps=1")
+    with pytest.raises(ConfigError, match="unknown model config key"):
+        train(tmp_path / "b", bundled_bytes, "--model.hidden_sizee=8", "--train.steps=1")
+    with pytest.raises(DataError, match="does not exist"):
+        train(tmp_path / "c", tmp_path / "c_data", "--data.source=/no/such/folder", "--train.steps=1")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError):
+        train(tmp_path / "d", tmp_path / "d_data", f"--data.source={empty}", "--train.steps=1")
+    # a prepared folder made with another tokenizer
+    with pytest.raises(DataError):
+        train(tmp_path / "e", bundled_bytes, "--data.tokenizer=bpe:300", "--train.steps=1")
+
+
+def test_resume_refuses_another_model(tmp_path, bundled_bytes):
+    train(tmp_path / "run", bundled_bytes, "--train.steps=2", "--train.ckpt_every=2")
+    with pytest.raises(ConfigError, match="another model config"):
+        train(tmp_path / "run", bundled_bytes, "--train.steps=4", "--model.name=ttt-mlp-tiny", resume=True)
+
+
+def test_gradient_accumulation_equals_one_batch(tmp_path, bundled_bytes):
+    whole = train(tmp_path / "a", bundled_bytes, "--train.steps=3", "--model.name=ttt-mlp-tiny")
+    accum = train(
+        tmp_path / "b", bundled_bytes, "--train.steps=3", "--model.name=ttt-mlp-tiny", "--train.micro_batch_size=1"
+    )
+    for x, y in zip(whole["history"], accum["history"]):
+        assert abs(x["loss"] - y["loss"]) < 1e-5
