@@ -32,7 +32,7 @@ def test_baselines_match_parameter_counts():
             llama = count_params(build_model(f"transformer++-{size}", 32000))
             mamba = count_params(build_model(f"mamba-{size}", 32000))
         assert abs(llama - ttt) / ttt < 0.03, (size, ttt, llama)
-        assert abs(mamba - ttt) / ttt < 0.25, (size, ttt, mamba)
+        assert abs(mamba - ttt) / ttt < 0.15, (size, ttt, mamba)
 
 
 def test_schedule_and_inner_lr_warmup():
@@ -110,3 +110,17 @@ def test_gradient_accumulation_equals_one_batch(tmp_path, bundled_bytes):
     )
     for x, y in zip(whole["history"], accum["history"]):
         assert abs(x["loss"] - y["loss"]) < 1e-5
+
+
+def test_activation_checkpointing_and_remat_keep_the_losses(tmp_path, bundled_bytes):
+    base = train(tmp_path / "a", bundled_bytes, "--train.steps=3", "--model.name=ttt-mlp-tiny")
+    remat = train(
+        tmp_path / "b",
+        bundled_bytes,
+        "--train.steps=3",
+        "--model.name=ttt-mlp-tiny",
+        "--model.gradient_checkpointing=true",
+        "--model.remat_mini_batch_group_size=2",
+    )
+    for x, y in zip(base["history"], remat["history"]):
+        assert abs(x["loss"] - y["loss"]) < 1e-6

@@ -64,10 +64,11 @@ def llama_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> Llam
 
 def mamba_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> MambaConfig:
     ref = _ttt_reference(size, vocab_size, overrides)
+    with torch.device("meta"):
+        target = count_params(TTTForCausalLM(ref))
     base = dict(
         vocab_size=vocab_size,
         hidden_size=ref.hidden_size,
-        num_hidden_layers=2 * ref.num_hidden_layers,
         state_size=16,
         expand=2,
         tie_word_embeddings=True,
@@ -75,7 +76,12 @@ def mamba_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> Mamb
         eos_token_id=ref.eos_token_id,
         pad_token_id=0,
     )
-    return MambaConfig(**{**base, **overrides})
+    # the number of Mamba blocks whose total is closest to the TTT model's (about 2 per TTT block)
+    with torch.device("meta"):
+        one = count_params(MambaForCausalLM(MambaConfig(**base, num_hidden_layers=1)))
+        two = count_params(MambaForCausalLM(MambaConfig(**base, num_hidden_layers=2)))
+    layers = max(1, round((target - (2 * one - two)) / (two - one)))
+    return MambaConfig(**{**base, "num_hidden_layers": layers, **overrides})
 
 
 def build_model(name: str, vocab_size: int, overrides: dict[str, Any] | None = None) -> PreTrainedModel:
