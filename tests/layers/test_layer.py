@@ -39,7 +39,7 @@ def test_chunked_calls_equal_one_call(cls, share_qk):
 
 @pytest.mark.parametrize("impl", ["naive", "primal", "dual"])
 def test_implementations_agree_in_layer(impl):
-    ref = make(TTTMLP, share_qk=True)
+    ref = make(TTTMLP, share_qk=True, implementation="naive")
     x = torch.randn(2, 11, 16, dtype=torch.float64)
     layer = make(TTTMLP, share_qk=True, implementation=impl)
     assert (layer(x) - ref(x)).abs().max().item() < 1e-12
@@ -111,3 +111,26 @@ def test_layer_in_a_user_model_trains():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_gradients_reach_w0_through_a_cache():
+    """Training through a state (chunks) gives the gradients of one call, W0 included."""
+    layer = make(TTTMLP, share_qk=True)
+    x = torch.randn(2, 21, 16, dtype=torch.float64)
+    whole = torch.autograd.grad(layer(x).square().sum(), list(layer.parameters()))
+    state = layer.allocate_inference_cache(2)
+    chunked = torch.cat([layer(x[:, :9], past_key_values=state), layer(x[:, 9:], past_key_values=state)], 1)
+    grads = torch.autograd.grad(chunked.square().sum(), list(layer.parameters()))
+    for (name, _), a, b in zip(layer.named_parameters(), whole, grads):
+        assert (a - b).abs().max().item() < 1e-10, name
+
+
+def test_mask_and_cache_mismatches_are_named():
+    layer = make(TTTLinear)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="batch=2"):
+        layer(x, attention_mask=torch.ones(1, 5))
+    with pytest.raises(ValueError, match="0 \\(padding\\) and 1"):
+        layer(x, attention_mask=torch.tensor([[0.0, 0, -1e9, 0, 0]] * 2))
+    with pytest.raises(ValueError, match="float32"):
+        layer(x, past_key_values=layer.allocate_inference_cache(2, dtype=torch.float32))

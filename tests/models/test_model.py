@@ -102,7 +102,9 @@ def test_cache_is_fixed_size_and_returned():
         cache = out.past_key_values
         assert isinstance(cache, TTTCache) and cache.get_seq_length() == 3
         size = cache.nbytes()
+        assert all(layer.ttt.grad_sums is not None for layer in cache.layers)  # offset 3: sums materialised
         model(ids[:, 3:], past_key_values=cache, use_cache=True)
+    assert all(layer.ttt.grad_sums is not None for layer in cache.layers)  # offset 8
     assert cache.get_seq_length() == 40 and cache.nbytes() == size
 
 
@@ -114,6 +116,11 @@ def test_cache_is_fixed_size_and_returned():
         (dict(ttt_layer_type="rnn"), "ttt_layer_type"),
         (dict(ttt_implementation="fast"), "ttt_implementation"),
         (dict(hidden_size=12, num_attention_heads=4), "even"),
+        (dict(remat_mini_batch_group_size=None), "remat_mini_batch_group_size"),
+        (dict(ttt_base_lr="1"), "ttt_base_lr"),
+        (dict(mini_batch_size=True), "mini_batch_size"),
+        (dict(hidden_act="nope"), "hidden_act"),
+        (dict(rms_norm_eps=-1.0), "rms_norm_eps"),
     ],
 )
 def test_bad_config(kwargs, match):
@@ -154,3 +161,22 @@ def test_empty_sequence():
     model = tiny()
     out = model(torch.zeros(2, 0, dtype=torch.long))
     assert out.logits.shape == (2, 0, 256)
+
+
+def test_gradients_with_a_cache_equal_without():
+    model = tiny("ttt-linear-tiny").double()
+    ids = torch.randint(0, 256, (2, 30))
+    with_cache = torch.autograd.grad(model(ids, labels=ids, use_cache=True).loss, list(model.parameters()))
+    without = torch.autograd.grad(model(ids, labels=ids, use_cache=False).loss, list(model.parameters()))
+    for a, b in zip(with_cache, without):
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_gradient_checkpointing_refuses_a_cache():
+    model = tiny()
+    model.gradient_checkpointing_enable()
+    model.train()
+    ids = torch.randint(0, 256, (2, 20))
+    model(ids, labels=ids).loss.backward()  # without a cache it trains
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        model(ids, past_key_values=TTTCache.from_model(model, 2), use_cache=True)

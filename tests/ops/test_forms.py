@@ -112,7 +112,17 @@ def test_padding_equals_unpadded_row():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_remat_is_exact(kind):
+def test_remat_is_exact(kind, monkeypatch):
+    import ttt.ops.dual as dual
+
+    calls = []
+    real = dual.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dual, "checkpoint", counting)
     inputs = op_inputs(2, 70, 2, 4)
     for t in inputs.values():
         t.requires_grad_()
@@ -123,9 +133,11 @@ def test_remat_is_exact(kind):
         return z, torch.autograd.grad(z.square().sum(), list(inputs.values()))
 
     z0, g0 = forward_backward(0)
+    assert not calls
     for group in (1, 2, 4):
         z, g = forward_backward(group)
         assert max_diff(z, z0) == 0.0 and rel_diff(g, g0) < 1e-13
+    assert len(calls) == 5 + 3 + 2  # 70 tokens = 5 mini-batches: groups of 1, 2 and 4
 
 
 def test_empty_sequence():

@@ -19,16 +19,21 @@ class Packing:
     lengths: Tensor  # [B] int64: real tokens per row
 
     @classmethod
-    def from_mask(cls, mask: Tensor | None, seq_len: int) -> Packing | None:
-        """`mask` [B, ≥T] (the HF 2-D attention mask; its last T columns are this call's tokens). None when every
-        token is real, so the common case costs nothing."""
+    def from_mask(cls, mask: Tensor | None, batch_size: int, seq_len: int) -> Packing | None:
+        """`mask` [B, ≥T] of 0/1 (the HF 2-D attention mask; its last T columns are this call's tokens). None when
+        every token is real, so the common case costs nothing."""
         if mask is None:
             return None
-        if mask.dim() != 2:
-            raise ValueError(f"attention_mask must be 2-D [batch, seq_len] of 0/1, got shape {tuple(mask.shape)}")
+        if mask.dim() != 2 or mask.shape[0] != batch_size:
+            raise ValueError(
+                f"attention_mask must be 2-D [batch={batch_size}, seq_len] of 0/1, got shape {tuple(mask.shape)}"
+            )
         if mask.shape[1] < seq_len:
             raise ValueError(f"attention_mask has {mask.shape[1]} columns, fewer than the {seq_len} input tokens")
-        valid = mask[:, mask.shape[1] - seq_len :].bool()
+        mask = mask[:, mask.shape[1] - seq_len :]
+        if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError("attention_mask must hold 0 (padding) and 1 (real token) only, not an additive mask")
+        valid = mask.bool()
         if bool(valid.all()):
             return None
         rank = valid.long().cumsum(1) - 1

@@ -14,10 +14,10 @@ from torch import Tensor
 
 
 def rope_table(num_positions: int, head_dim: int, theta: float, dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:
-    """cos, sin: [num_positions, head_dim / 2], computed in float64 and cast to dtype."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim))
-    angles = torch.arange(num_positions, dtype=torch.float64, device=device).unsqueeze(1) * inv_freq
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    """cos, sin: [num_positions, head_dim / 2], computed in float64 on the CPU (MPS has no float64), then cast."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1) * inv_freq
+    return angles.cos().to(device=device, dtype=dtype), angles.sin().to(device=device, dtype=dtype)
 
 
 def apply_rope(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -143,12 +143,14 @@ class TTTBase(nn.Module):
     def token_factor(self) -> Tensor:
         """tf_i = max(0, 1/(i+1) + learnable_token_idx[i]), [b]."""
         idx = self.learnable_token_idx
-        base = 1.0 / torch.arange(1, self.mini_batch_size + 1, dtype=torch.float64, device=idx.device)
-        return torch.clamp_min(base.to(idx.dtype) + idx, 0.0)
+        # built in float64 on the CPU (MPS has no float64), then cast
+        base = 1.0 / torch.arange(1, self.mini_batch_size + 1, dtype=torch.float64)
+        return torch.clamp_min(base.to(device=idx.device, dtype=idx.dtype) + idx, 0.0)
 
     def allocate_inference_cache(self, batch_size: int, dtype: torch.dtype | None = None, device=None) -> TTTLayerState:
         """A fresh per-layer state for `batch_size` sequences (the inner weights start at the learned W0)."""
-        params = tuple(p.detach() for p in self.inner_params())
+        # not detached: a cache used with autograd on (training in chunks) must let gradients reach W0
+        params = self.inner_params()
         if dtype is not None or device is not None:
             params = tuple(p.to(dtype=dtype or p.dtype, device=device or p.device) for p in params)
         ttt = TTTState.initial(params, batch_size)
@@ -181,13 +183,23 @@ class TTTBase(nn.Module):
             raise TypeError(f"cache layer {self.layer_idx} is a {type(state).__name__}, not a TTTLayerState")
         return state
 
-    def _check_state(self, state: TTTLayerState, batch: int) -> None:
+    def _check_state(self, state: TTTLayerState, batch: int, dtype: torch.dtype | None = None) -> None:
         if state.batch_size != batch:
-            raise ValueError(f"the cache was made for batch size {state.batch_size}, the input has batch size {batch}")
+            raise ValueError(
+                f"the cache was made for batch size {state.batch_size}, the input has batch size {batch} (with beam "
+                "search or num_return_sequences, allocate batch × num_beams rows)"
+            )
+        first = state.ttt.params[0]
+        if dtype is not None and first.dtype != dtype:
+            raise ValueError(
+                f"the cache holds {first.dtype} tensors, the layer runs in {dtype}: allocate it in {dtype}"
+            )
+        if first.device != self.q_proj.weight.device:
+            raise ValueError(f"the cache is on {first.device}, the layer on {self.q_proj.weight.device}")
         expected = [tuple(p.shape) for p in self.inner_params()]
         got = [tuple(p.shape[1:]) for p in state.ttt.params]
         conv_missing = self.share_qk and not {"conv_q", "conv_k"} <= set(state.conv)
-        if expected != got or conv_missing:
+        if expected != got or conv_missing or int(state.ttt.offset.max()) >= self.mini_batch_size:
             raise ValueError(
                 f"the cache does not fit this layer (layer {self.layer_idx}: inner weights {expected}, cache {got}); "
                 "was it made for another config?"
@@ -211,10 +223,10 @@ class TTTBase(nn.Module):
         batch, seq_len, _ = hidden_states.shape
         state = self._layer_state(past_key_values)
         if state is not None:
-            self._check_state(state, batch)
+            self._check_state(state, batch, self.q_proj.weight.dtype)
         if seq_len == 0:
             return hidden_states.new_zeros(hidden_states.shape)
-        packing = Packing.from_mask(attention_mask, seq_len)
+        packing = Packing.from_mask(attention_mask, batch, seq_len)
         x = hidden_states if packing is None else packing.pack(hidden_states)
         lengths = None if packing is None else packing.lengths
         out = self._mix(x, state, lengths)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-TTT_LAYER_TYPES = ("linear", "mlp")
-IMPLEMENTATIONS = ("auto", "dual", "primal", "naive")
+from ..layers.ttt import IMPLEMENTATIONS, TTT_LAYERS
+
+TTT_LAYER_TYPES = tuple(TTT_LAYERS)
 
 
 class TTTConfig(PreTrainedConfig):
@@ -63,8 +64,36 @@ class TTTConfig(PreTrainedConfig):
 
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
             positive(name)
-        if self.mini_batch_size is None or not isinstance(self.mini_batch_size, int) or self.mini_batch_size < 1:
-            raise ValueError(f"TTTConfig.mini_batch_size must be >= 1, got {self.mini_batch_size!r}")
+
+        def number(name: str, minimum: float, strict: bool) -> None:
+            value = getattr(self, name)
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or value < minimum
+                or (strict and value == minimum)
+            ):
+                bound = f"> {minimum}" if strict else f">= {minimum}"
+                raise ValueError(f"TTTConfig.{name} must be a number {bound}, got {value!r}")
+
+        if (
+            not isinstance(self.mini_batch_size, int)
+            or isinstance(self.mini_batch_size, bool)
+            or self.mini_batch_size < 1
+        ):
+            raise ValueError(f"TTTConfig.mini_batch_size must be an integer >= 1, got {self.mini_batch_size!r}")
+        if not isinstance(self.remat_mini_batch_group_size, int) or self.remat_mini_batch_group_size < 0:
+            raise ValueError(
+                f"TTTConfig.remat_mini_batch_group_size must be an integer >= 0 (0 = no remat), got "
+                f"{self.remat_mini_batch_group_size!r}"
+            )
+        number("ttt_base_lr", 0.0, strict=False)
+        number("rms_norm_eps", 0.0, strict=True)
+        number("rope_theta", 0.0, strict=True)
+        from transformers.activations import ACT2FN
+
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"TTTConfig.hidden_act {self.hidden_act!r} is not a known activation (e.g. 'silu')")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"TTTConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -80,10 +109,6 @@ class TTTConfig(PreTrainedConfig):
             )
         if (self.pre_conv or self.share_qk) and (not isinstance(self.conv_kernel, int) or self.conv_kernel < 1):
             raise ValueError(f"TTTConfig.conv_kernel must be >= 1 with pre_conv or share_qk, got {self.conv_kernel!r}")
-        if self.remat_mini_batch_group_size < 0:
-            raise ValueError("TTTConfig.remat_mini_batch_group_size must be >= 0 (0 = no remat)")
-        if self.ttt_base_lr < 0:
-            raise ValueError(f"TTTConfig.ttt_base_lr must be >= 0, got {self.ttt_base_lr}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> TTTConfig:

@@ -59,7 +59,7 @@ class PreConv(nn.Module):
         self.conv = CausalConv1d(config.hidden_size, config.conv_kernel)
 
     def forward(self, h: Tensor, attention_mask: Tensor | None, state: TTTLayerState | None) -> Tensor:
-        packing = Packing.from_mask(attention_mask, h.shape[1])
+        packing = Packing.from_mask(attention_mask, h.shape[0], h.shape[1])
         x = self.norm(h)
         x = x if packing is None else packing.pack(x)
         y, new_state = self.conv(
@@ -92,7 +92,7 @@ class Block(GradientCheckpointingLayer):
 
     def check_cache(self, state: TTTLayerState, batch_size: int) -> None:
         """Raise a clear error when `state` was not made for this block and batch size."""
-        self.seq_modeling_block._check_state(state, batch_size)
+        self.seq_modeling_block._check_state(state, batch_size, self.seq_modeling_block.q_proj.weight.dtype)
         if self.pre_conv:
             conv = state.conv.get("pre_conv")
             if conv is None or conv.shape[1:] != self.conv.conv.empty_state(1).shape[1:]:
@@ -199,6 +199,11 @@ class TTTModel(TTTPreTrainedModel):
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if self.gradient_checkpointing and self.training:
+            if past_key_values is not None:
+                raise ValueError(
+                    "gradient checkpointing recomputes each block in backward, which would replay the cache's "
+                    "updates: train without a cache (past_key_values=None) or disable gradient checkpointing"
+                )
             use_cache = False
         h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if past_key_values is None and use_cache:
@@ -233,6 +238,8 @@ class TTTModel(TTTPreTrainedModel):
 
 class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # the loss is a plain mean over the batch's labels: the HF Trainer must do its own accumulation scaling
+    accepts_loss_kwargs = False
 
     def __init__(self, config: TTTConfig) -> None:
         super().__init__(config)
