@@ -138,6 +138,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=t.steps, initial=start_step, desc=cfg.model.name, dynamic_ncols=True, mininterval=1.0)
+        board = self._tensorboard() if t.tensorboard and info.is_main else None
         history: list[dict[str, Any]] = []
         tokens_seen, clock = 0, time.perf_counter()
         model.train()
@@ -174,6 +175,10 @@ class Trainer:
             if info.is_main:
                 with open(metrics_file, "a") as f:
                     f.write(json.dumps(record) + "\n")
+                if board is not None:
+                    for key, value in record.items():
+                        if key != "step":
+                            board.add_scalar(key, value, done)
                 if bar is not None:
                     bar.update(1)
                     if "tokens_per_s" in record:
@@ -182,7 +187,16 @@ class Trainer:
                 self._save(done, model, optimizer, loader, n_params)
         if bar is not None:
             bar.close()
+        if board is not None:
+            board.close()
         return {"history": history, "params": n_params, "out_dir": str(self.out)}
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ConfigError("train.tensorboard=true needs the tensorboard package (pip install tensorboard)") from err
+        return SummaryWriter(str(self.out / "tensorboard"))
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric records past the checkpoint resumed from (they are recomputed, identically)."""
