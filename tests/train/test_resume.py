@@ -75,6 +75,8 @@ def test_sigkill_mid_checkpoint_write_then_resume(tmp_path, bundled_bytes, unbro
     assert child(out, bundled_bytes, resume=False, env={"CRASH_IN_CHECKPOINT_WRITE": "8"}).wait() == -signal.SIGKILL
     complete = checkpoint_dirs(out / "checkpoints")
     assert [p.name for p in complete] == ["step_00000004"]  # the half-written step 8 never got its final name
+    assert list((out / "checkpoints").glob(".step_00000008.*")), "the half-written folder is left under a temp name"
     load_checkpoint(complete[-1])
     assert child(out, bundled_bytes, resume=True).wait() == 0
     assert losses(out) == unbroken
+    assert not list((out / "checkpoints").glob(".step_*")), "stale temporary folders are cleaned up"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from ..atomic import atomic_dir
 from ..models.modeling import TTTForCausalLM
 from ..models.official import OFFICIAL_FIELDS, RENAMES
-from .atomic import atomic_dir
 
 
 def to_official(model: TTTForCausalLM, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..atomic import atomic_dir, check_target
 from ..models.configuration import BASE_LR, JAX_BLOCK_ALIASES, SIZES, TTTConfig
-from .atomic import atomic_dir, check_target
 from .safe_pickle import safe_load
 from .streaming import CheckpointFormatError, iter_records
 

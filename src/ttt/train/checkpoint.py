@@ -12,12 +12,13 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_dir
 
 PREFIX = "step_"
 
@@ -59,26 +60,18 @@ def save_checkpoint(
 ) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        # shared storage (tied embeddings) cannot be saved twice by safetensors: clone to break the sharing
-        tensors = {k: v.detach().clone().contiguous().cpu() for k, v in model_state.items()}
+    # leftovers of a write that was killed half-way (never renamed into place)
+    for stale in root.glob(f".{PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    # shared storage (tied embeddings) cannot be saved twice by safetensors: clone to break the sharing
+    tensors = {k: v.detach().clone().contiguous().cpu() for k, v in model_state.items()}
+    with atomic_dir(root / f"{PREFIX}{step:08d}", overwrite=True, fsync=True) as tmp:
         save_file(tensors, tmp / "model.safetensors")
         torch.save({"optimizer": optimizer_state, "rng": rng_state()}, tmp / "optimizer.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
-        for f in (tmp / "model.safetensors", tmp / "optimizer.pt", tmp / "trainer_state.json"):
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in checkpoint_dirs(root)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    return final
+    return root / f"{PREFIX}{step:08d}"
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:

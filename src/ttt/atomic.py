@@ -16,15 +16,19 @@ def check_target(out: Path, overwrite: bool) -> None:
 
 
 @contextmanager
-def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `out` (with the usual umask permissions), on any error it
-    is removed and `out` is left as it was."""
+def atomic_dir(out: str | os.PathLike, overwrite: bool = False, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; on success it replaces `out` (with the usual umask permissions, its
+    files fsync'ed first when `fsync`), on any error it is removed and `out` is left as it was."""
     out = Path(out)
     check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
+        if fsync:
+            for child in tmp.iterdir():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
