@@ -99,9 +99,19 @@ def generate(args: argparse.Namespace) -> int:
 
     model, _, data, ckpt = load_run_model(args.path)
     print(f"[{ckpt}]", file=sys.stderr)
-    print(args.prompt, end="")
+    if args.load_state is None:
+        print(args.prompt, end="")
     generate_text(
-        model, data.tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed
+        model,
+        data.tokenizer,
+        args.prompt,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.seed,
+        save_state=args.save_state,
+        load_state=args.load_state,
     )
     return 0
 
@@ -167,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-state", help="write the session after the prompt (state, tokens, RNG) to this file")
+    p.add_argument("--load-state", help="continue a saved session (the prompt is taken from it)")
     p.set_defaults(func=generate)
 
     p = sub.add_parser("data", help="prepare or inspect a tokenized corpus")

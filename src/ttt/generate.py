@@ -54,15 +54,44 @@ def generate_text(
     top_p: float = 0.95,
     seed: int = 0,
     stream: TextIO | None = sys.stdout,
+    save_state: str | None = None,
+    load_state: str | None = None,
 ) -> str:
-    """Sample a continuation of `prompt` (BOS prepended, as in training). Greedy when temperature is 0."""
+    """Sample a continuation of `prompt` (BOS prepended, as in training). Greedy when temperature is 0.
+
+    save_state: after reading the prompt, write the session (cache, tokens, sampler RNG) to this file, then go on.
+    load_state: continue a saved session instead of `prompt`: the tokens are exactly those of the unbroken run.
+    """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(prompt)]], device=model.device)
-    torch.manual_seed(seed)
+    cache = None
+    if load_state is not None:
+        from .models import TTTCache
+
+        cache = TTTCache.load(load_state, model)
+        if cache.input_ids is None or cache.rng_state is None:
+            raise ValueError(f"{load_state} holds no token ids or RNG state: it was not saved by ttt generate")
+        ids = cache.input_ids.to(model.device)
+        torch.set_rng_state(cache.rng_state)
+        if stream is not None:
+            stream.write(tokenizer.decode([i for i in ids[0].tolist() if i != tokenizer.bos_id]))
+    else:
+        ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(prompt)]], device=model.device)
+        torch.manual_seed(seed)
+        if save_state is not None:
+            from .models import TTTCache
+
+            if not hasattr(model, "allocate_inference_cache"):
+                raise ValueError("--save-state needs a TTT model (a baseline's KV cache is not a session)")
+            cache = TTTCache.from_model(model, 1)
+            # all but the last prompt token go into the state; generate reads the last one, as when it resumes
+            model(ids[:, :-1], past_key_values=cache, use_cache=True)
+            cache.save(save_state, model, input_ids=ids, rng_state=torch.get_rng_state())
     streamer = TextStreamer(tokenizer, stream) if stream is not None else None
     sampling = temperature > 0
     kwargs = dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p) if sampling else {}
+    if cache is not None:
+        kwargs["past_key_values"] = cache
     out = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),

@@ -6,6 +6,8 @@ the offset in the mini-batch per row, and the conv states. It does not grow with
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from transformers.cache_utils import Cache
 
@@ -22,7 +24,9 @@ class TTTCache(Cache):
     def from_model(cls, model, batch_size: int, dtype: torch.dtype | None = None, device=None) -> TTTCache:
         """A fresh cache for `batch_size` sequences of a `TTTModel` / `TTTForCausalLM`."""
         base = getattr(model, "model", model)
-        return cls([block.allocate_inference_cache(batch_size, dtype, device) for block in base.layers])
+        cache = cls([block.allocate_inference_cache(batch_size, dtype, device) for block in base.layers])
+        cache._model_ref = weakref.ref(base)
+        return cache
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.layers[layer_idx].num_positions
@@ -36,6 +40,38 @@ class TTTCache(Cache):
     @property
     def batch_size(self) -> int:
         return self.layers[0].batch_size
+
+    def save(self, path, model=None, input_ids=None, rng_state=None):
+        """Write this cache to a session file (see `ttt.models.session`): `model` defaults to the one it was made for;
+        `input_ids` (the tokens so far) and `rng_state` (the sampler's) travel with it when given."""
+        from .session import save_session
+
+        model = model if model is not None else getattr(self, "_model_ref", lambda: None)()
+        if model is None:
+            raise ValueError("TTTCache.save needs the model this cache belongs to: pass model=")
+        return save_session(self, path, model, input_ids, rng_state)
+
+    @classmethod
+    def load(cls, path, model) -> TTTCache:
+        """The cache saved in a session file, checked against `model` (also sets `.input_ids` and `.rng_state`)."""
+        from .session import load_session
+
+        cache, input_ids, rng_state = load_session(path, model)
+        cache.input_ids, cache.rng_state = input_ids, rng_state
+        return cache
+
+    def clone(self) -> TTTCache:
+        """An independent copy (fork a session into several continuations; or `batch_repeat_interleave(n)`)."""
+        layers = []
+        for layer in self.layers:
+            copy = TTTLayerState(
+                ttt=layer.ttt.map(lambda t: t.clone()),
+                conv={k: v.clone() for k, v in layer.conv.items()},
+                num_positions=layer.num_positions,
+                initial=layer.initial,
+            )
+            layers.append(copy)
+        return type(self)(layers)
 
     def nbytes(self) -> int:
         """Bytes held by the cache (constant in the context length)."""
