@@ -93,3 +93,16 @@ def test_mini_batch_whole_sequence_is_batch_gd():
         qi = q[0, i].unsqueeze(1)
         expected = qi + ln(qi @ (W - tf[i] * gW) + (bias - tf[i] * gb))
         assert max_diff(z[0, i], expected.squeeze(1).detach()) < 1e-12
+
+
+@pytest.mark.parametrize("scale", [None, 1.0], ids=["sqrt_d", "unit"])
+def test_theorem2_nadaraya_watson_is_softmax_attention(scale):
+    """The Nadaraya-Watson inner learner with kernel exp(scale · kᵀq) equals causal softmax attention."""
+    from ttt.ops.nadaraya_watson import ttt_nadaraya_watson
+
+    q, k, v = (torch.randn(B, T, H, D, dtype=torch.float64) for _ in range(3))
+    z = ttt_nadaraya_watson(q, k, v, scale=scale)
+    attention = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale
+    ).transpose(1, 2)
+    assert max_diff(z, attention) < 1e-12
