@@ -19,7 +19,7 @@ class Packing:
     lengths: Tensor  # [B] int64: real tokens per row
 
     @classmethod
-    def from_mask(cls, mask: Tensor | None, batch_size: int, seq_len: int) -> Packing | None:
+    def from_mask(cls, mask: Tensor | None, batch_size: int, seq_len: int, device=None) -> Packing | None:
         """`mask` [B, ≥T] of 0/1 (the HF 2-D attention mask; its last T columns are this call's tokens). None when
         every token is real, so the common case costs nothing."""
         if mask is None:
@@ -30,7 +30,9 @@ class Packing:
             )
         if mask.shape[1] < seq_len:
             raise ValueError(f"attention_mask has {mask.shape[1]} columns, fewer than the {seq_len} input tokens")
-        mask = mask[:, mask.shape[1] - seq_len :]
+        mask = (
+            mask[:, mask.shape[1] - seq_len :].to(device) if device is not None else mask[:, mask.shape[1] - seq_len :]
+        )
         if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
             raise ValueError("attention_mask must hold 0 (padding) and 1 (real token) only, not an additive mask")
         valid = mask.bool()

@@ -226,7 +226,7 @@ class TTTBase(nn.Module):
             self._check_state(state, batch, self.q_proj.weight.dtype)
         if seq_len == 0:
             return hidden_states.new_zeros(hidden_states.shape)
-        packing = Packing.from_mask(attention_mask, batch, seq_len)
+        packing = Packing.from_mask(attention_mask, batch, seq_len, hidden_states.device)
         x = hidden_states if packing is None else packing.pack(hidden_states)
         lengths = None if packing is None else packing.lengths
         out = self._mix(x, state, lengths)
@@ -238,6 +238,8 @@ class TTTBase(nn.Module):
         """One token per row through the primal step: hidden_states [B, C] -> [B, C]; `state` updated in place."""
         if hidden_states.dim() != 2:
             raise ValueError(f"step expects hidden_states of shape [batch, {self.hidden_size}]")
+        if state is None:
+            raise ValueError("step needs a state: state = layer.allocate_inference_cache(batch_size)")
         return self.forward(hidden_states.unsqueeze(1), past_key_values=state).squeeze(1)
 
     def views(

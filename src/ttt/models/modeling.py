@@ -59,7 +59,7 @@ class PreConv(nn.Module):
         self.conv = CausalConv1d(config.hidden_size, config.conv_kernel)
 
     def forward(self, h: Tensor, attention_mask: Tensor | None, state: TTTLayerState | None) -> Tensor:
-        packing = Packing.from_mask(attention_mask, h.shape[0], h.shape[1])
+        packing = Packing.from_mask(attention_mask, h.shape[0], h.shape[1], h.device)
         x = self.norm(h)
         x = x if packing is None else packing.pack(x)
         y, new_state = self.conv(
