@@ -25,9 +25,12 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _ttt_reference(size: str, vocab_size: int, overrides: dict[str, Any]) -> TTTConfig:
+def _ttt_reference(size: str, vocab_size: int, overrides: dict[str, Any]) -> tuple[TTTConfig, int]:
+    """The ttt-linear-SIZE config a baseline is matched to, and its parameter count."""
     sizes = {k: v for k, v in overrides.items() if k in ("hidden_size", "num_hidden_layers", "num_attention_heads")}
-    return get_preset(f"ttt-linear-{size}", vocab_size=vocab_size, **sizes)
+    ref = get_preset(f"ttt-linear-{size}", vocab_size=vocab_size, **sizes)
+    with torch.device("meta"):
+        return ref, count_params(TTTForCausalLM(ref))
 
 
 def _check_keys(overrides: dict[str, Any], config_cls: type, name: str) -> None:
@@ -38,9 +41,7 @@ def _check_keys(overrides: dict[str, Any], config_cls: type, name: str) -> None:
 
 
 def llama_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> LlamaConfig:
-    ref = _ttt_reference(size, vocab_size, overrides)
-    with torch.device("meta"):
-        target = count_params(TTTForCausalLM(ref))
+    ref, target = _ttt_reference(size, vocab_size, overrides)
     base = dict(
         vocab_size=vocab_size,
         hidden_size=ref.hidden_size,
@@ -63,9 +64,7 @@ def llama_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> Llam
 
 
 def mamba_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> MambaConfig:
-    ref = _ttt_reference(size, vocab_size, overrides)
-    with torch.device("meta"):
-        target = count_params(TTTForCausalLM(ref))
+    ref, target = _ttt_reference(size, vocab_size, overrides)
     base = dict(
         vocab_size=vocab_size,
         hidden_size=ref.hidden_size,
