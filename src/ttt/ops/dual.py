@@ -15,6 +15,7 @@ lr = 0, and a mini-batch closes only for the rows that fill it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -22,16 +23,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .inner_optim import GD, InnerOptimizer
 from .ln import TTT_LN_EPS, gelu_tanh
+from .materialized import materialized_mini_batch
 from .state import (
     Norm,
     TTTState,
     affine,
     backward_keys,
+    close_mini_batch,
     forward_keys,
     loss_grad,
     num_layers,
     read_out,
+    retention_within,
     tmap,
     weight_grads,
 )
@@ -45,17 +50,33 @@ def dual_mini_batch(
     k: Tensor,
     v: Tensor,
     lr: Tensor,
+    retention: Tensor | None,
     token_factor: Tensor,
     ln: Norm,
-    params: tuple[Tensor, ...],
-    grad_sums: tuple[Tensor, ...] | None,
+    carry: TTTState,
     complete: Completion,
+    optimizer: InnerOptimizer = GD,
     residual: bool = True,
     eps: float = TTT_LN_EPS,
-) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...] | None]:
-    """One mini-batch. q, k, v: [B, H, b, D]; lr: [B, H, b]; token_factor: [b]; ln: ([H, 1, D], [H, 1, D]) or None."""
+) -> tuple[Tensor, TTTState]:
+    """One mini-batch for an optimizer linear in G (gd, momentum: U(G_in + ΔG) = U(G_in) + ΔG).
+
+    q, k, v: [B, H, b, D]; lr: [B, H, b]; retention: [B, H, b] or None; token_factor: [b];
+    ln: ([H, 1, D], [H, 1, D]) or None. Returns the output [B, H, b, D] and the state after the mini-batch.
+    """
+    if not optimizer.is_linear:
+        raise ValueError(f"the dual form needs an optimizer linear in the gradients, not {optimizer.name!r}")
+    params, grad_sums = carry.params, carry.grad_sums
     inputs, preacts = forward_keys(params, k)
     grads_z = backward_keys(params, preacts, loss_grad(preacts[-1], k, v, ln, residual, eps))
+
+    # what the read-outs see from before this call: U(G_in; S) (G_in for GD, β M + G_in with momentum)
+    carried = grad_sums
+    if optimizer.name != "gd":
+        buffers = carry.buffers_or_zeros(len(optimizer.buffer_names))
+        carried = optimizer.update(carry.grad_sums_or_zeros(), buffers, None)[0]
+    decay = retention_within(carry.retention, retention)  # [B, H, b] or None
+    c = None if decay is None else decay.unsqueeze(-1)
 
     tf = token_factor.unsqueeze(-1)  # [b, 1]
     eta = torch.tril(tf * lr.unsqueeze(-2))  # [B, H, b, b]
@@ -63,13 +84,11 @@ def dual_mini_batch(
     for layer in range(num_layers(params)):
         attn = x @ inputs[layer].transpose(-1, -2)  # [B, H, b, b]
         has_bias = params[2 * layer + 1] is not None
+        base = affine(x, params[2 * layer], params[2 * layer + 1])
         # the bias's gradient enters every read-out with weight 1: (X̄ Xᵀ + 1)
-        z = (
-            affine(x, params[2 * layer], params[2 * layer + 1])
-            - (eta * (attn + 1.0 if has_bias else attn)) @ grads_z[layer]
-        )
-        if grad_sums is not None:
-            z = z - tf * affine(x, grad_sums[2 * layer], grad_sums[2 * layer + 1])
+        z = (base if c is None else c * base) - (eta * (attn + 1.0 if has_bias else attn)) @ grads_z[layer]
+        if carried is not None:
+            z = z - tf * affine(x, carried[2 * layer], carried[2 * layer + 1])
         if layer + 1 < num_layers(params):
             x = gelu_tanh(z)
     out = read_out(q, z, ln, residual, eps)
@@ -77,14 +96,8 @@ def dual_mini_batch(
     new_sums = weight_grads(params, inputs, grads_z, lr)
     if grad_sums is not None:
         new_sums = tmap(torch.add, grad_sums, new_sums)
-    last = token_factor[-1]
-    if complete is True:
-        return out, tmap(lambda p, g: p - last * g, params, new_sums), None
-    if complete is False:
-        return out, params, new_sums
-    c = complete.view(-1, 1, 1, 1)
-    closed = tmap(lambda p, g: torch.where(c, p - last * g, p), params, new_sums)
-    return out, closed, tmap(lambda g: torch.where(c, torch.zeros_like(g), g), new_sums)
+    last = None if decay is None else decay[..., -1]
+    return out, close_mini_batch(carry, new_sums, last, complete, token_factor[-1], optimizer)
 
 
 def _to_grid(x: Tensor, slots: Tensor | None, front: int, grid_len: int) -> Tensor:
@@ -117,14 +130,22 @@ def ttt_dual(
     residual: bool = True,
     remat_mini_batch_group_size: int = 0,
     eps: float = TTT_LN_EPS,
+    retention: Tensor | None = None,
+    optimizer: InnerOptimizer = GD,
+    materialize: bool | None = None,
 ) -> tuple[Tensor, TTTState]:
     """q, k, v: [B, T, H, D]; lr: [B, T, H]; token_factor: [b]; ln_weight, ln_bias: [H, D] (None: no LN);
-    lengths: [B] or None.
+    lengths: [B] or None; retention: [B, T, H] per-token r_t or None; optimizer: the inner optimizer.
 
     Row r uses its first lengths[r] tokens (the rest are padding: output 0, no effect on the state). With
     `remat_mini_batch_group_size` = g > 0 and autograd on, each group of g mini-batches is recomputed in backward.
-    Returns z [B, T, H, D] and the state after each row's tokens.
+    Each mini-batch runs in the dual form when the optimizer is linear in G, else with per-token weights
+    (`materialized.py`); `materialize=True` forces the latter. Returns z [B, T, H, D] and the state after each
+    row's tokens.
     """
+    if materialize is None:
+        materialize = not optimizer.is_linear
+    mini_batch = materialized_mini_batch if materialize else dual_mini_batch
     batch, seq_len, heads, head_dim = q.shape
     b = token_factor.shape[0]
     if seq_len == 0:
@@ -151,6 +172,10 @@ def ttt_dual(
 
     qs, ks, vs = mini_batches(q), mini_batches(k), mini_batches(v)
     lrs = tuple(x.squeeze(-1) for x in mini_batches(lr.unsqueeze(-1)))
+    # empty grid slots keep r = 1 (no decay): shift by one so the grid's zeros mean 1
+    rs: tuple[Tensor | None, ...] = (None,) * n_mb
+    if retention is not None:
+        rs = tuple(1 + x.squeeze(-1) for x in mini_batches(retention.unsqueeze(-1) - 1))
     ln = None if ln_weight is None else (ln_weight.unsqueeze(1), ln_bias.unsqueeze(1))
 
     completions: list[Completion] = []
@@ -158,24 +183,24 @@ def ttt_dual(
         done = [(m + 1) * b <= e for e in ends]
         completions.append(all(done) or (any(done) and torch.tensor(done, device=q.device)))
 
-    def run(first: int, last: int, params, grad_sums):
+    def run(first: int, last: int, carry: TTTState):
         outs = []
         for m in range(first, last):
-            out, params, grad_sums = dual_mini_batch(
-                qs[m], ks[m], vs[m], lrs[m], token_factor, ln, params, grad_sums, completions[m], residual, eps
+            out, carry = mini_batch(
+                qs[m], ks[m], vs[m], lrs[m], rs[m], token_factor, ln, carry, completions[m], optimizer, residual, eps
             )
             outs.append(out)
-        return outs, params, grad_sums
+        return outs, carry
 
-    params, grad_sums = state.params, state.grad_sums
+    carry = state
     group = remat_mini_batch_group_size if remat_mini_batch_group_size > 0 and torch.is_grad_enabled() else n_mb
     outs: list[Tensor] = []
     for first in range(0, n_mb, group):
         last = min(first + group, n_mb)
         if group < n_mb:
-            chunk, params, grad_sums = checkpoint(run, first, last, params, grad_sums, use_reentrant=False)
+            chunk, carry = checkpoint(run, first, last, carry, use_reentrant=False)
         else:
-            chunk, params, grad_sums = run(first, last, params, grad_sums)
+            chunk, carry = run(first, last, carry)
         outs.extend(chunk)
 
     # n_mb × [B, H, b, D] -> [B, grid_len, H, D]
@@ -184,4 +209,4 @@ def ttt_dual(
     if slots is not None:
         out = out * (slots < grid_len).unsqueeze(-1).unsqueeze(-1).to(out.dtype)
     new_offset = torch.tensor([e % b for e in ends], dtype=torch.long, device=q.device)
-    return out, TTTState(params, grad_sums, new_offset)
+    return out, dataclasses.replace(carry, offset=new_offset)

@@ -5,9 +5,11 @@ For token t of row r, at position i in its mini-batch (i counts from the cached 
 
     ℓ_t(W) = ½ Σ_h ‖LN_h(f_h(k_t; W)) − (v_t − k_t)‖²
     G     ← G + lr_t ∇_W ℓ_t(W)                 (W: weights at the start of the mini-batch)
-    W_t   = W − tf_i G
+    c     ← c · r_t                             (retention: weight decay / forget gate; 1 when off)
+    W_t   = c W − tf_i U(G; S, n)               (U = G for the paper's GD; other optimizers in inner_optim.py)
     z_t   = q_t + LN(f(q_t; W_t))
-    if i = b − 1:  W ← W_t, G ← 0               (the next mini-batch starts from the last token's weights)
+    if i = b − 1:  W ← W_t, G ← 0, c ← 1, S ← advance(G; S), n ← n + 1
+                                                (the next mini-batch starts from the last token's weights)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .inner_optim import GD, InnerOptimizer
 from .ln import TTT_LN_EPS, gelu_tanh
 from .state import TTTState
 
@@ -50,22 +53,37 @@ def ttt_naive(
     lengths: Tensor | None = None,
     residual: bool = True,
     eps: float = TTT_LN_EPS,
+    retention: Tensor | None = None,
+    optimizer: InnerOptimizer = GD,
 ) -> tuple[Tensor, TTTState]:
     """q, k, v: [B, T, H, D]; lr: [B, T, H]; token_factor: [b]; ln_weight, ln_bias: [H, D] (None: no LN);
-    residual False: target v instead of v − k and output LN(f(q)) instead of q + LN(f(q)).
+    residual False: target v instead of v − k and output LN(f(q)) instead of q + LN(f(q)); retention: [B, T, H]
+    per-token r_t (None: 1); optimizer: the inner optimizer (default the paper's GD).
 
     Row r uses its first lengths[r] tokens (all when None); the rest are padding: output 0, state untouched.
     Returns z [B, T, H, D] and the state after each row's tokens.
     """
-    batch, seq_len = q.shape[:2]
+    batch, seq_len, heads = q.shape[:3]
     b = token_factor.shape[0]
     outer_grad = torch.is_grad_enabled()
     grad_sums = state.grad_sums_or_zeros()
+    n_buffers = len(optimizer.buffer_names)
+    buffers = state.buffers_or_zeros(n_buffers)
+    steps = state.steps_or_zeros()
+    decays = state.retention if state.retention is not None else q.new_ones(batch, heads)
     rows_out, rows_params, rows_grads, rows_offset = [], [], [], []
+    rows_buffers, rows_steps, rows_decay = [], [], []
+
+    def zeros(ts: list[Tensor | None]) -> list[Tensor | None]:
+        return [None if t is None else torch.zeros_like(t) for t in ts]
+
     for r in range(batch):
         n_tokens = seq_len if lengths is None else int(lengths[r])
         W = [None if p is None else p[r] for p in state.params]
         G = [None if g is None else g[r] for g in grad_sums]
+        S = [[None if t is None else t[r] for t in kind] for kind in buffers]
+        n = steps[r]
+        c = decays[r]  # [H]
         i = int(state.offset[r])
         outputs = []
         for t in range(seq_len):
@@ -84,25 +102,37 @@ def ttt_naive(
                 grads = iter(torch.autograd.grad(loss, present, create_graph=outer_grad))
             lr_t = lr[r, t].view(-1, 1, 1)  # [H, 1, 1]
             G = [None if g is None else g + lr_t * next(grads) for g in G]
-            W_t = [None if w is None else w - token_factor[i] * g for w, g in zip(W, G)]
+            if retention is not None:
+                c = c * retention[r, t]
+            U, S_next = optimizer.update(tuple(G), tuple(tuple(kind) for kind in S), n)
+            W_t = [None if w is None else c.view(-1, 1, 1) * w - token_factor[i] * u for w, u in zip(W, U)]
             q_t = q[r, t].unsqueeze(1)
             y = _layer_norm(_inner(W_t, q_t), ln_weight, ln_bias, eps)
             outputs.append((q_t + y if residual else y).squeeze(1))
             i += 1
             if i == b:
-                W, G, i = W_t, [None if g is None else torch.zeros_like(g) for g in G], 0
+                W, G, S, n, c, i = W_t, zeros(G), [list(kind) for kind in S_next], n + 1, torch.ones_like(c), 0
         rows_out.append(torch.stack(outputs) if outputs else q[r, :0])
         rows_params.append(W)
         rows_grads.append(G)
         rows_offset.append(i)
+        rows_buffers.append(S)
+        rows_steps.append(n)
+        rows_decay.append(c)
     out = torch.stack(rows_out)
 
     def stack(rows: list[list[Tensor | None]], j: int) -> Tensor | None:
         return None if rows[0][j] is None else torch.stack([row[j] for row in rows])
 
+    n_params = len(state.params)
     new_state = TTTState(
-        params=tuple(stack(rows_params, j) for j in range(len(state.params))),
-        grad_sums=tuple(stack(rows_grads, j) for j in range(len(state.params))),
+        params=tuple(stack(rows_params, j) for j in range(n_params)),
+        grad_sums=tuple(stack(rows_grads, j) for j in range(n_params)),
         offset=torch.tensor(rows_offset, dtype=torch.long, device=q.device),
+        buffers=tuple(
+            tuple(stack([row[kind] for row in rows_buffers], j) for j in range(n_params)) for kind in range(n_buffers)
+        ),
+        steps=torch.stack(rows_steps) if optimizer.needs_steps else None,
+        retention=torch.stack(rows_decay) if retention is not None or state.retention is not None else None,
     )
     return out, new_state

@@ -1,10 +1,11 @@
 """Primal TTT step: the decode form. One token per row, explicit gradient sums, any per-row offset.
 
-For the token at position i = offset of its row (all ops per head):
+For the token at position i = offset of its row (all ops per head; U = G for the paper's GD, see inner_optim.py):
 
     G   ← G + lr ∇ℓ(W; k, v)                      (gradient at the mini-batch start weights W)
-    z   = q + LN(f(q; W − tf_i G))                 (computed as x W + b − tf_i (x G_W + G_b) per layer)
-    if i = b − 1:  W ← W − tf_{b−1} G,  G ← 0,  offset ← 0;  else offset ← i + 1
+    c   ← c · r                                    (retention, 1 when off)
+    z   = q + LN(f(q; c W − tf_i U(G)))            (computed as c (x W + b) − tf_i (x U_W + U_b) per layer)
+    if i = b − 1:  W ← c W − tf_{b−1} U,  G ← 0,  c ← 1,  S ← advance(S),  offset ← 0;  else offset ← i + 1
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .inner_optim import GD, InnerOptimizer
 from .ln import TTT_LN_EPS, gelu_tanh
 from .state import TTTState, affine, backward_keys, forward_keys, loss_grad, num_layers, read_out, tmap, weight_grads
 
@@ -28,9 +30,11 @@ def ttt_primal_step(
     valid: Tensor | None = None,
     residual: bool = True,
     eps: float = TTT_LN_EPS,
+    retention: Tensor | None = None,
+    optimizer: InnerOptimizer = GD,
 ) -> tuple[Tensor, TTTState]:
     """q, k, v: [B, H, D]; lr: [B, H]; token_factor: [b]; ln_*: [H, D]; valid: [B] bool (False: a padding token,
-    output 0 and state untouched). Returns z [B, H, D] and the new state."""
+    output 0 and state untouched); retention: [B, H] or None. Returns z [B, H, D] and the new state."""
     batch = q.shape[0]
     b = token_factor.shape[0]
     params = state.params
@@ -45,12 +49,20 @@ def ttt_primal_step(
     if state.grad_sums is not None:
         new_sums = tmap(torch.add, state.grad_sums, new_sums)
 
+    decay = state.retention
+    if retention is not None:
+        r = retention if valid is None else torch.where(valid.unsqueeze(-1), retention, torch.ones_like(retention))
+        decay = r if decay is None else decay * r
+    buffers = state.buffers_or_zeros(len(optimizer.buffer_names))
+    steps = state.steps_or_zeros()
+    update, next_buffers = optimizer.update(new_sums, buffers, steps.view(batch, 1, 1, 1))
+
     tf = token_factor[state.offset].view(batch, 1, 1, 1)
+    c = None if decay is None else decay.unsqueeze(-1).unsqueeze(-1)  # [B, H, 1, 1]
     x = q.unsqueeze(-2)
     for layer in range(num_layers(params)):
-        z = affine(x, params[2 * layer], params[2 * layer + 1]) - tf * affine(
-            x, new_sums[2 * layer], new_sums[2 * layer + 1]
-        )
+        base = affine(x, params[2 * layer], params[2 * layer + 1])
+        z = (base if c is None else c * base) - tf * affine(x, update[2 * layer], update[2 * layer + 1])
         if layer + 1 < num_layers(params):
             x = gelu_tanh(z)
     out = read_out(q.unsqueeze(-2), z, ln, residual, eps).squeeze(-2)
@@ -58,12 +70,26 @@ def ttt_primal_step(
     advance = torch.ones_like(state.offset) if valid is None else valid.long()
     offset = state.offset + advance
     close = offset == b
-    c = close.view(batch, 1, 1, 1)
-    params = tmap(lambda p, g: torch.where(c, p - token_factor[-1] * g, p), params, new_sums)
-    new_sums = tmap(lambda g: torch.where(c, torch.zeros_like(g), g), new_sums)
+    shut = close.view(batch, 1, 1, 1)
+
+    def closed(p: Tensor, u: Tensor) -> Tensor:
+        return torch.where(shut, (p if c is None else c * p) - token_factor[-1] * u, p)
+
+    params = tmap(closed, params, update)
+    new_sums = tmap(lambda g: torch.where(shut, torch.zeros_like(g), g), new_sums)
     if valid is not None:
         out = out * valid.to(out.dtype).view(batch, 1, 1)
-    return out, TTTState(params, new_sums, torch.where(close, torch.zeros_like(offset), offset))
+    # a padding token never closes a mini-batch, so it leaves the optimizer state as it was
+    new_buffers = tuple(tmap(lambda n, o: torch.where(shut, n, o), nk, ok) for nk, ok in zip(next_buffers, buffers))
+    new_state = TTTState(
+        params,
+        new_sums,
+        torch.where(close, torch.zeros_like(offset), offset),
+        buffers=new_buffers,
+        steps=steps + close.long() if optimizer.needs_steps else None,
+        retention=None if decay is None else torch.where(close.unsqueeze(-1), torch.ones_like(decay), decay),
+    )
+    return out, new_state
 
 
 def ttt_primal(
@@ -78,14 +104,29 @@ def ttt_primal(
     lengths: Tensor | None = None,
     residual: bool = True,
     eps: float = TTT_LN_EPS,
+    retention: Tensor | None = None,
+    optimizer: InnerOptimizer = GD,
 ) -> tuple[Tensor, TTTState]:
     """The primal step applied token by token over q, k, v [B, T, H, D] (same contract as `ttt_dual`)."""
     seq_len = q.shape[1]
     outs = []
     for t in range(seq_len):
         valid = None if lengths is None else lengths > t
+        r_t = None if retention is None else retention[:, t]
         out, state = ttt_primal_step(
-            q[:, t], k[:, t], v[:, t], lr[:, t], token_factor, ln_weight, ln_bias, state, valid, residual, eps
+            q[:, t],
+            k[:, t],
+            v[:, t],
+            lr[:, t],
+            token_factor,
+            ln_weight,
+            ln_bias,
+            state,
+            valid,
+            residual,
+            eps,
+            retention=r_t,
+            optimizer=optimizer,
         )
         outs.append(out)
     if not outs:

@@ -19,6 +19,8 @@ mini-batch (0-based position in it) reads out with
 
 and the next mini-batch starts from W_{b−1}. The state after any prefix of the sequence is therefore
 (W, G = Σ_{j seen in this mini-batch} lr_j ∇ℓ_j(W), offset = tokens seen in this mini-batch), per batch row.
+Other inner optimizers and weight decay (`inner_optim.py`) add the optimizer's buffers, the number of closed
+mini-batches and the retention accumulated in the current mini-batch.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .inner_optim import InnerOptimizer
 from .ln import gelu_tanh, gelu_tanh_bwd, ln_fused_l2_bwd, ln_fwd
 
 
@@ -43,6 +46,10 @@ class TTTState:
     params: tuple[Tensor, ...]
     grad_sums: tuple[Tensor, ...] | None
     offset: Tensor
+    # inner optimizer state: one tuple per buffer kind (e.g. Adam's m, v), each shaped like params; () means zeros
+    buffers: tuple[tuple[Tensor | None, ...], ...] = ()
+    steps: Tensor | None = None  # [B] int64, mini-batches closed so far (Adam's bias correction); None means 0
+    retention: Tensor | None = None  # [B, H], Π r_j over the tokens seen in the current mini-batch; None means 1
 
     @classmethod
     def initial(cls, params: tuple[Tensor, ...], batch_size: int) -> TTTState:
@@ -60,10 +67,29 @@ class TTTState:
             return self.grad_sums
         return tmap(torch.zeros_like, self.params)
 
+    def buffers_or_zeros(self, count: int) -> tuple[tuple[Tensor | None, ...], ...]:
+        if self.buffers:
+            return self.buffers
+        return tuple(tmap(torch.zeros_like, self.params) for _ in range(count))
+
+    def steps_or_zeros(self) -> Tensor:
+        return torch.zeros_like(self.offset) if self.steps is None else self.steps
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor the state holds (for byte counts)."""
+        out = [*self.params, *(self.grad_sums or ()), self.offset, *(t for kind in self.buffers for t in kind)]
+        out += [t for t in (self.steps, self.retention) if t is not None]
+        return [t for t in out if t is not None]
+
     def map(self, fn) -> TTTState:
         """Apply `fn` to every tensor (e.g. index_select on the batch dim, `.to(device)`, `.detach()`)."""
+
+        def opt(t: Tensor | None) -> Tensor | None:
+            return None if t is None else fn(t)
+
         grads = None if self.grad_sums is None else tmap(fn, self.grad_sums)
-        return TTTState(tmap(fn, self.params), grads, fn(self.offset))
+        buffers = tuple(tmap(fn, kind) for kind in self.buffers)
+        return TTTState(tmap(fn, self.params), grads, fn(self.offset), buffers, opt(self.steps), opt(self.retention))
 
 
 def tmap(fn, first: tuple, *rest: tuple) -> tuple:
@@ -129,3 +155,48 @@ def read_out(q: Tensor, z: Tensor, ln: Norm, residual: bool, eps: float) -> Tens
     """The layer's output token from z = f(q; W_t)."""
     y = z if ln is None else ln_fwd(z, ln[0], ln[1], eps)
     return q + y if residual else y
+
+
+def retention_within(carried: Tensor | None, retention: Tensor | None) -> Tensor | None:
+    """c_i = c_in · Π_{j ≤ i} r_j for each slot of a mini-batch: carried [B, H] or None, retention [B, H, N] or None.
+    Returns [B, H, N] or None (all ones)."""
+    if retention is None:
+        return None if carried is None else carried.unsqueeze(-1).expand(*carried.shape, 1)
+    running = torch.cumprod(retention, dim=-1)
+    return running if carried is None else carried.unsqueeze(-1) * running
+
+
+def close_mini_batch(
+    carry: TTTState,
+    new_sums: tuple[Tensor, ...],
+    decay: Tensor | None,
+    complete: bool | Tensor,
+    last_factor: Tensor,
+    optimizer: InnerOptimizer,
+) -> TTTState:
+    """The state after a mini-batch whose gradient sum is now `new_sums` (G_{b−1}) and retention `decay` [B, H]
+    (c_{b−1}, None for 1). Rows that complete it (complete: True, False or [B] bool) close it:
+    W ← c W − tf_{b−1} U(G; S, n), G ← 0, c ← 1, S ← advance(S), n ← n + 1. `carry.offset` is passed through."""
+    if complete is False:
+        return TTTState(carry.params, new_sums, carry.offset, carry.buffers, carry.steps, decay)
+    buffers = carry.buffers_or_zeros(len(optimizer.buffer_names))
+    steps = carry.steps_or_zeros()
+    update, next_buffers = optimizer.update(new_sums, buffers, steps.view(-1, 1, 1, 1))
+    c = None if decay is None else decay.unsqueeze(-1).unsqueeze(-1)
+    closed = tmap(lambda p, u: (p if c is None else c * p) - last_factor * u, carry.params, update)
+    if complete is True:
+        steps = steps + 1 if optimizer.needs_steps else None
+        return TTTState(closed, None, carry.offset, next_buffers, steps, None)
+    shut = complete.view(-1, 1, 1, 1)
+
+    def pick(new: Tensor, old: Tensor) -> Tensor:
+        return torch.where(shut, new, old)
+
+    return TTTState(
+        params=tmap(pick, closed, carry.params),
+        grad_sums=tmap(lambda g: torch.where(shut, torch.zeros_like(g), g), new_sums),
+        offset=carry.offset,
+        buffers=tuple(tmap(pick, n, o) for n, o in zip(next_buffers, buffers)),
+        steps=steps + complete.long() if optimizer.needs_steps else None,
+        retention=None if decay is None else torch.where(complete.unsqueeze(-1), torch.ones_like(decay), decay),
+    )
