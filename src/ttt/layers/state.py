@@ -30,7 +30,11 @@ class TTTLayerState:
         return self.ttt.batch_size
 
     def nbytes(self) -> int:
-        tensors = [*self.ttt.params, *self.ttt.grad_sums_or_zeros(), self.ttt.offset, *self.conv.values()]
+        """Bytes of the state, counting the gradient sums (and optimizer buffers) at full size even before the first
+        token materialises them."""
+        ttt = self.ttt
+        tensors = [*ttt.params, *ttt.grad_sums_or_zeros(), ttt.offset, *self.conv.values()]
+        tensors += [t for kind in ttt.buffers for t in kind] + [ttt.steps, ttt.retention]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def _map(self, fn) -> None:

@@ -2,14 +2,22 @@
 
 XQ, XK, XV = x W_Q, x W_K, x W_V                 (share_qk: one W_Q then two causal convs, conv_q / conv_k)
 RoPE on XQ, XK at position mod mini_batch_size
-lr_t = ttt_base_lr · sigmoid(θ_lr,h · x_t + b_h) / head_dim         per head
+lr_t = ttt_base_lr · sigmoid(θ_lr,h · x_t + b_h) / head_dim         per head (lr_gate=False: ttt_base_lr / head_dim)
 tf_i = max(0, 1/(i+1) + learnable_token_idx[i])                       per position in the mini-batch
+       (token_factor="harmonic": 1/(i+1); "one": 1)
 z   = TTT(XQ, XK, XV; lr, tf)                    per head: q + LN(f(q; W_t)), see ttt.ops
 out = W_o · [gelu_tanh(W_g x) ⊙] LayerNorm_C(z)
+
+Switches for ablations (the paper's Table 1) and beyond-the-paper options, all defaulting to the paper's layer:
+`inner_bias`, `inner_norm` (the LN inside f's loss and read-out), `inner_residual`, `learnable_init` (False: W0 = 0,
+not learned), `lr_gate`, `token_factor`, the inner optimizer (`inner_optimizer`: gd | momentum | adam | muon, see
+ttt.ops.inner_optim) and retention r_t multiplying the carried weights: constant 1 − `inner_weight_decay`, or with
+`forget_gate` a learned per-head gate r_t = 1 − sigmoid(θ_f,h · x_t + b_f,h) (Titans' forget gate).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -18,6 +26,7 @@ from torch import Tensor, nn
 from transformers import initialization as init
 
 from ..ops import TTTState, ttt_dual, ttt_naive, ttt_primal, ttt_primal_step
+from ..ops.inner_optim import OPTIMIZERS, InnerOptimizer
 from .conv import CausalConv1d
 from .packing import Packing
 from .rope import apply_rope, rope_table
@@ -25,6 +34,7 @@ from .state import TTTLayerState
 
 Implementation = Literal["auto", "dual", "primal", "naive"]
 IMPLEMENTATIONS = ("auto", "dual", "primal", "naive")
+TOKEN_FACTORS = ("learned", "harmonic", "one")
 
 
 class TTTBase(nn.Module):
@@ -46,6 +56,15 @@ class TTTBase(nn.Module):
         remat_mini_batch_group_size: int = 0,
         implementation: Implementation = "auto",
         layer_idx: int | None = None,
+        inner_bias: bool = True,
+        inner_norm: bool = True,
+        inner_residual: bool = True,
+        learnable_init: bool = True,
+        lr_gate: bool = True,
+        token_factor: str = "learned",
+        inner_optimizer: str | InnerOptimizer = "gd",
+        inner_weight_decay: float = 0.0,
+        forget_gate: bool = False,
     ) -> None:
         super().__init__()
         if num_heads < 1 or hidden_size % num_heads:
@@ -58,6 +77,21 @@ class TTTBase(nn.Module):
             raise ValueError(f"conv_kernel must be >= 1 with share_qk, got {conv_kernel}")
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        if token_factor not in TOKEN_FACTORS:
+            raise ValueError(f"token_factor must be one of {TOKEN_FACTORS}, got {token_factor!r}")
+        if not 0.0 <= inner_weight_decay < 1.0:
+            raise ValueError(f"inner_weight_decay must be in [0, 1), got {inner_weight_decay}")
+        if isinstance(inner_optimizer, str):
+            inner_optimizer = InnerOptimizer(inner_optimizer)
+        self.inner_bias = inner_bias
+        self.inner_norm = inner_norm
+        self.inner_residual = inner_residual
+        self.learnable_init = learnable_init
+        self.lr_gate = lr_gate
+        self.token_factor_mode = token_factor
+        self.inner_optimizer = inner_optimizer
+        self.inner_weight_decay = inner_weight_decay
+        self.forget_gate = forget_gate
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
@@ -83,11 +117,17 @@ class TTTBase(nn.Module):
         if use_gate:
             self.g_proj = nn.Linear(width, width, bias=False)
         # learned inner learning rate, one gate per head: [H, 1, C] and [H, 1] (the official shapes)
-        self.learnable_ttt_lr_weight = nn.Parameter(torch.empty(heads, 1, width))
-        self.learnable_ttt_lr_bias = nn.Parameter(torch.empty(heads, 1))
-        self.learnable_token_idx = nn.Parameter(torch.empty(mini_batch_size))
-        self.ttt_norm_weight = nn.Parameter(torch.empty(heads, self.head_dim))
-        self.ttt_norm_bias = nn.Parameter(torch.empty(heads, self.head_dim))
+        if lr_gate:
+            self.learnable_ttt_lr_weight = nn.Parameter(torch.empty(heads, 1, width))
+            self.learnable_ttt_lr_bias = nn.Parameter(torch.empty(heads, 1))
+        if token_factor == "learned":
+            self.learnable_token_idx = nn.Parameter(torch.empty(mini_batch_size))
+        if inner_norm:
+            self.ttt_norm_weight = nn.Parameter(torch.empty(heads, self.head_dim))
+            self.ttt_norm_bias = nn.Parameter(torch.empty(heads, self.head_dim))
+        if forget_gate:
+            self.forget_gate_weight = nn.Parameter(torch.empty(heads, width))
+            self.forget_gate_bias = nn.Parameter(torch.empty(heads))
         self.post_norm = nn.LayerNorm(width, eps=1e-6)
         self._init_inner_params()
         self.reset_parameters()
@@ -108,7 +148,26 @@ class TTTBase(nn.Module):
             remat_mini_batch_group_size=config.remat_mini_batch_group_size,
             implementation=config.ttt_implementation,
             layer_idx=layer_idx,
+            inner_bias=getattr(config, "inner_bias", True),
+            inner_norm=getattr(config, "inner_norm", True),
+            inner_residual=getattr(config, "inner_residual", True),
+            learnable_init=getattr(config, "learnable_init", True),
+            lr_gate=getattr(config, "lr_gate", True),
+            token_factor=getattr(config, "token_factor", "learned"),
+            inner_optimizer=inner_optimizer_from(config),
+            inner_weight_decay=getattr(config, "inner_weight_decay", 0.0),
+            forget_gate=getattr(config, "forget_gate", False),
         )
+
+    def _inner_param(self, name: str, shape: tuple[int, ...]) -> None:
+        """W1, b1, ... as learned parameters; without `learnable_init` a W0 of zeros (a buffer, not learned);
+        without `inner_bias` no bias at all (None)."""
+        if name.startswith("b") and not self.inner_bias:
+            setattr(self, name, None)
+        elif self.learnable_init:
+            setattr(self, name, nn.Parameter(torch.empty(shape)))
+        else:
+            self.register_buffer(name, torch.zeros(shape), persistent=False)
 
     def _init_inner_params(self) -> None:
         raise NotImplementedError
@@ -120,15 +179,25 @@ class TTTBase(nn.Module):
         for name in ("q_proj", "k_proj", "v_proj", "o_proj", "g_proj"):
             if hasattr(self, name):
                 init.normal_(getattr(self, name).weight, std=std)
-        init.normal_(self.learnable_ttt_lr_weight, std=std)
-        init.zeros_(self.learnable_ttt_lr_bias)
-        init.zeros_(self.learnable_token_idx)
-        init.ones_(self.ttt_norm_weight)
-        init.zeros_(self.ttt_norm_bias)
+        if self.lr_gate:
+            init.normal_(self.learnable_ttt_lr_weight, std=std)
+            init.zeros_(self.learnable_ttt_lr_bias)
+        if self.token_factor_mode == "learned":
+            init.zeros_(self.learnable_token_idx)
+        if self.inner_norm:
+            init.ones_(self.ttt_norm_weight)
+            init.zeros_(self.ttt_norm_bias)
+        if self.forget_gate:
+            # start forgetting little: 1 − r = sigmoid(b) = inner_weight_decay, or 1% when that is 0
+            rate = self.inner_weight_decay or 0.01
+            init.normal_(self.forget_gate_weight, std=std)
+            init.constant_(self.forget_gate_bias, math.log(rate / (1 - rate)))
         init.ones_(self.post_norm.weight)
         init.zeros_(self.post_norm.bias)
         for name in self.inner_param_names:
             param = getattr(self, name)
+            if not isinstance(param, nn.Parameter):
+                continue
             if name.startswith("W"):
                 init.normal_(param, std=std)
             else:
@@ -141,19 +210,38 @@ class TTTBase(nn.Module):
         return tuple(getattr(self, name) for name in self.inner_param_names)
 
     def token_factor(self) -> Tensor:
-        """tf_i = max(0, 1/(i+1) + learnable_token_idx[i]), [b]."""
-        idx = self.learnable_token_idx
+        """tf_i = max(0, 1/(i+1) + learnable_token_idx[i]), [b] (or 1/(i+1), or 1, per `token_factor`)."""
+        ref = self.q_proj.weight
+        if self.token_factor_mode == "one":
+            return torch.ones(self.mini_batch_size, dtype=ref.dtype, device=ref.device)
         # built in float64 on the CPU (MPS has no float64), then cast
         base = 1.0 / torch.arange(1, self.mini_batch_size + 1, dtype=torch.float64)
-        return torch.clamp_min(base.to(device=idx.device, dtype=idx.dtype) + idx, 0.0)
+        base = base.to(device=ref.device, dtype=ref.dtype)
+        if self.token_factor_mode == "harmonic":
+            return base
+        return torch.clamp_min(base + self.learnable_token_idx, 0.0)
+
+    def inner_norm_params(self) -> tuple[Tensor | None, Tensor | None]:
+        """(γ, β) [H, D] of the LN inside the inner loss, or (None, None) without `inner_norm`."""
+        if not self.inner_norm:
+            return None, None
+        return self.ttt_norm_weight, self.ttt_norm_bias
 
     def allocate_inference_cache(self, batch_size: int, dtype: torch.dtype | None = None, device=None) -> TTTLayerState:
         """A fresh per-layer state for `batch_size` sequences (the inner weights start at the learned W0)."""
         # not detached: a cache used with autograd on (training in chunks) must let gradients reach W0
         params = self.inner_params()
         if dtype is not None or device is not None:
-            params = tuple(p.to(dtype=dtype or p.dtype, device=device or p.device) for p in params)
+            params = tuple(
+                None if p is None else p.to(dtype=dtype or p.dtype, device=device or p.device) for p in params
+            )
         ttt = TTTState.initial(params, batch_size)
+        # optimizer buffers and retention at full size from the start, so the state's size never changes
+        ttt.buffers = self.inner_optimizer.init_buffers(ttt.params)
+        if self.inner_optimizer.needs_steps:
+            ttt.steps = torch.zeros_like(ttt.offset)
+        if self.forget_gate or self.inner_weight_decay > 0:
+            ttt.retention = ttt.params[0].new_ones(batch_size, self.num_heads)
         conv = {}
         if self.share_qk:
             kw = dict(dtype=dtype or self.conv_q.weight.dtype, device=device or self.conv_q.weight.device)
@@ -196,8 +284,8 @@ class TTTBase(nn.Module):
             )
         if first.device != self.q_proj.weight.device:
             raise ValueError(f"the cache is on {first.device}, the layer on {self.q_proj.weight.device}")
-        expected = [tuple(p.shape) for p in self.inner_params()]
-        got = [tuple(p.shape[1:]) for p in state.ttt.params]
+        expected = [None if p is None else tuple(p.shape) for p in self.inner_params()]
+        got = [None if p is None else tuple(p.shape[1:]) for p in state.ttt.params]
         conv_missing = self.share_qk and not {"conv_q", "conv_k"} <= set(state.conv)
         if expected != got or conv_missing or int(state.ttt.offset.max()) >= self.mini_batch_size:
             raise ValueError(
@@ -265,28 +353,47 @@ class TTTBase(nn.Module):
         cos, sin = rope_table(self.mini_batch_size, head_dim, self.rope_theta, x.dtype, x.device)
         q, k = apply_rope(q, positions, cos, sin), apply_rope(k, positions, cos, sin)
 
-        gate = torch.einsum("btc,hc->bth", x, self.learnable_ttt_lr_weight.squeeze(1))
-        lr = self.ttt_base_lr * torch.sigmoid(gate + self.learnable_ttt_lr_bias.view(heads)) / head_dim
+        if self.lr_gate:
+            gate = torch.einsum("btc,hc->bth", x, self.learnable_ttt_lr_weight.squeeze(1))
+            lr = self.ttt_base_lr * torch.sigmoid(gate + self.learnable_ttt_lr_bias.view(heads)) / head_dim
+        else:
+            lr = x.new_full((batch, seq_len, heads), self.ttt_base_lr / head_dim)
         return q, k, v, lr, ttt_state, new_conv
+
+    def retention(self, x: Tensor) -> Tensor | None:
+        """r_t [B, T, H] multiplying the carried inner weights (None: no decay)."""
+        if self.forget_gate:
+            gate = torch.einsum("btc,hc->bth", x, self.forget_gate_weight) + self.forget_gate_bias
+            return torch.sigmoid(-gate)  # 1 − sigmoid(gate)
+        if self.inner_weight_decay > 0:
+            return x.new_full((*x.shape[:2], self.num_heads), 1.0 - self.inner_weight_decay)
+        return None
 
     def _mix(self, x: Tensor, state: TTTLayerState | None, lengths: Tensor | None) -> Tensor:
         batch, seq_len, width = x.shape
         q, k, v, lr, ttt_state, new_conv = self.views(x, state, lengths)
-        args = (q, k, v, lr, self.token_factor(), self.ttt_norm_weight, self.ttt_norm_bias, ttt_state)
+        args = (q, k, v, lr, self.token_factor(), *self.inner_norm_params(), ttt_state)
+        options = dict(residual=self.inner_residual, retention=self.retention(x), optimizer=self.inner_optimizer)
         impl = self.implementation
         if impl == "auto":
             impl = "primal" if seq_len == 1 else "dual"
         if impl == "primal" and seq_len == 1:
             valid = None if lengths is None else lengths > 0
-            z, new_state = ttt_primal_step(*(a[:, 0] if i < 4 else a for i, a in enumerate(args)), valid=valid)
+            r = options.pop("retention")
+            z, new_state = ttt_primal_step(
+                *(a[:, 0] if i < 4 else a for i, a in enumerate(args)),
+                valid=valid,
+                retention=None if r is None else r[:, 0],
+                **options,
+            )
             z = z.unsqueeze(1)
         elif impl == "primal":
-            z, new_state = ttt_primal(*args, lengths=lengths)
+            z, new_state = ttt_primal(*args, lengths=lengths, **options)
         elif impl == "naive":
-            z, new_state = ttt_naive(*args, lengths=lengths)
+            z, new_state = ttt_naive(*args, lengths=lengths, **options)
         else:
             z, new_state = ttt_dual(
-                *args, lengths=lengths, remat_mini_batch_group_size=self.remat_mini_batch_group_size
+                *args, lengths=lengths, remat_mini_batch_group_size=self.remat_mini_batch_group_size, **options
             )
         if state is not None:
             state.ttt = new_state
@@ -298,10 +405,28 @@ class TTTBase(nn.Module):
         return self.o_proj(z)
 
     def extra_repr(self) -> str:
+        extra = ""
+        if self.inner_optimizer.name != "gd":
+            extra += f", inner_optimizer={self.inner_optimizer.name!r}"
+        if self.forget_gate or self.inner_weight_decay:
+            extra += f", forget_gate={self.forget_gate}, inner_weight_decay={self.inner_weight_decay}"
         return (
             f"heads={self.num_heads}, head_dim={self.head_dim}, mini_batch_size={self.mini_batch_size}, "
-            f"ttt_base_lr={self.ttt_base_lr}, implementation={self.implementation!r}"
+            f"ttt_base_lr={self.ttt_base_lr}, implementation={self.implementation!r}{extra}"
         )
+
+
+def inner_optimizer_from(config) -> InnerOptimizer:
+    """The `InnerOptimizer` a config names (fields inner_optimizer, inner_momentum, inner_beta2, inner_lr)."""
+    name = getattr(config, "inner_optimizer", "gd")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"inner_optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    return InnerOptimizer(
+        name,
+        momentum=getattr(config, "inner_momentum", 0.9),
+        beta2=getattr(config, "inner_beta2", 0.999),
+        lr=getattr(config, "inner_lr", 1e-3),
+    )
 
 
 class TTTLinear(TTTBase):
@@ -311,8 +436,8 @@ class TTTLinear(TTTBase):
 
     def _init_inner_params(self) -> None:
         heads, dim = self.num_heads, self.head_dim
-        self.W1 = nn.Parameter(torch.empty(heads, dim, dim))
-        self.b1 = nn.Parameter(torch.empty(heads, 1, dim))
+        self._inner_param("W1", (heads, dim, dim))
+        self._inner_param("b1", (heads, 1, dim))
 
 
 class TTTMLP(TTTBase):
@@ -322,10 +447,10 @@ class TTTMLP(TTTBase):
 
     def _init_inner_params(self) -> None:
         heads, dim = self.num_heads, self.head_dim
-        self.W1 = nn.Parameter(torch.empty(heads, dim, 4 * dim))
-        self.b1 = nn.Parameter(torch.empty(heads, 1, 4 * dim))
-        self.W2 = nn.Parameter(torch.empty(heads, 4 * dim, dim))
-        self.b2 = nn.Parameter(torch.empty(heads, 1, dim))
+        self._inner_param("W1", (heads, dim, 4 * dim))
+        self._inner_param("b1", (heads, 1, 4 * dim))
+        self._inner_param("W2", (heads, 4 * dim, dim))
+        self._inner_param("b2", (heads, 1, dim))
 
 
 TTT_LAYERS: dict[str, type[TTTBase]] = {"linear": TTTLinear, "mlp": TTTMLP}

@@ -22,6 +22,12 @@ class TTTConfig(PreTrainedConfig):
     `tie_word_embeddings`. `remat_mini_batch_group_size` (the JAX name and meaning): mini-batches per gradient
     checkpoint group in the dual form, 0 = off. `ttt_implementation`: "auto" (dual for several tokens, primal step
     for one), or force "dual", "primal" or "naive" (the slow oracle).
+
+    Ablations: `inner_bias`, `inner_norm`, `inner_residual`, `learnable_init` (W0 learned or 0), `lr_gate` (learned
+    η gate or the constant ttt_base_lr / head_dim), `token_factor` ("learned", "harmonic" 1/(i+1), "one").
+    Inner optimizer: `inner_optimizer` ("gd" the paper, "momentum", "adam", "muon") with `inner_momentum` (β, β1 or
+    μ), `inner_beta2` (Adam), `inner_lr` (the step size of adam and muon); `inner_weight_decay` (constant retention
+    1 − λ) and `forget_gate` (learned retention). See ttt.layers.ttt and ttt.ops.inner_optim.
     """
 
     model_type = "ttt"
@@ -51,6 +57,20 @@ class TTTConfig(PreTrainedConfig):
     conv_kernel: int = 4
     remat_mini_batch_group_size: int = 0
     ttt_implementation: str = "auto"
+    # ablation switches (the paper's Table 1), default: the paper's layer
+    inner_bias: bool = True
+    inner_norm: bool = True
+    inner_residual: bool = True
+    learnable_init: bool = True
+    lr_gate: bool = True
+    token_factor: str = "learned"
+    # beyond the paper: the inner optimizer and retention (ttt.ops.inner_optim)
+    inner_optimizer: str = "gd"
+    inner_momentum: float = 0.9
+    inner_beta2: float = 0.999
+    inner_lr: float = 1e-3
+    inner_weight_decay: float = 0.0
+    forget_gate: bool = False
 
     def __post_init__(self, **kwargs):
         self._validate_ttt()
@@ -107,6 +127,21 @@ class TTTConfig(PreTrainedConfig):
             raise ValueError(
                 f"TTTConfig.ttt_implementation must be one of {IMPLEMENTATIONS}, got {self.ttt_implementation!r}"
             )
+        from ..layers.ttt import TOKEN_FACTORS
+        from ..ops.inner_optim import OPTIMIZERS
+
+        for name in ("inner_bias", "inner_norm", "inner_residual", "learnable_init", "lr_gate", "forget_gate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TTTConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.token_factor not in TOKEN_FACTORS:
+            raise ValueError(f"TTTConfig.token_factor must be one of {TOKEN_FACTORS}, got {self.token_factor!r}")
+        if self.inner_optimizer not in OPTIMIZERS:
+            raise ValueError(f"TTTConfig.inner_optimizer must be one of {OPTIMIZERS}, got {self.inner_optimizer!r}")
+        for name in ("inner_momentum", "inner_beta2", "inner_weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+                raise ValueError(f"TTTConfig.{name} must be a number in [0, 1), got {value!r}")
+        number("inner_lr", 0.0, strict=True)
         if (self.pre_conv or self.share_qk) and (not isinstance(self.conv_kernel, int) or self.conv_kernel < 1):
             raise ValueError(f"TTTConfig.conv_kernel must be >= 1 with pre_conv or share_qk, got {self.conv_kernel!r}")
 

@@ -67,6 +67,13 @@ def save_session(
                 tensors[f"layers.{i}.params.{j}"] = p.detach().cpu().contiguous()
                 tensors[f"layers.{i}.grad_sums.{j}"] = g.detach().cpu().contiguous()
         tensors[f"layers.{i}.offset"] = state.offset.cpu().contiguous()
+        for kind, buffer in enumerate(state.buffers):
+            for j, t in enumerate(buffer):
+                if t is not None:
+                    tensors[f"layers.{i}.buffers.{kind}.{j}"] = t.detach().cpu().contiguous()
+        for name in ("steps", "retention"):
+            if getattr(state, name) is not None:
+                tensors[f"layers.{i}.{name}"] = getattr(state, name).detach().cpu().contiguous()
         for name, conv in layer.conv.items():
             tensors[f"layers.{i}.conv.{name}"] = conv.detach().cpu().contiguous()
     if input_ids is not None:
@@ -120,13 +127,21 @@ def load_session(path: str | os.PathLike, model: nn.Module):
         n = len(layer.ttt.params)
         params = tuple(tensors.get(f"layers.{i}.params.{j}") for j in range(n))
         grads = tuple(tensors.get(f"layers.{i}.grad_sums.{j}") for j in range(n))
-        move = {"device": param.device}
+        kinds = sorted({int(name.split(".")[3]) for name in tensors if name.startswith(f"layers.{i}.buffers.")})
+        buffers = tuple(tuple(tensors.get(f"layers.{i}.buffers.{kind}.{j}") for j in range(n)) for kind in kinds)
+
+        def moved(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device=param.device)
+
         layer.ttt = TTTState(
-            params=tuple(None if p is None else p.to(**move) for p in params),
-            grad_sums=tuple(None if g is None else g.to(**move) for g in grads),
-            offset=tensors[f"layers.{i}.offset"].to(**move),
+            params=tuple(moved(p) for p in params),
+            grad_sums=tuple(moved(g) for g in grads),
+            offset=tensors[f"layers.{i}.offset"].to(device=param.device),
+            buffers=tuple(tuple(moved(t) for t in kind) for kind in buffers),
+            steps=moved(tensors.get(f"layers.{i}.steps")),
+            retention=moved(tensors.get(f"layers.{i}.retention")),
         )
-        layer.conv = {name: tensors[f"layers.{i}.conv.{name}"].to(**move) for name in layer.conv}
+        layer.conv = {name: moved(tensors[f"layers.{i}.conv.{name}"]) for name in layer.conv}
         layer.num_positions = positions[i]
     rng = None
     if "rng_state" in meta:
@@ -138,10 +153,19 @@ def state_bytes(config, batch_size: int = 1, bytes_per_value: int = 4) -> int:
     """Bytes of a TTTCache for `config` (the formula `TTTCache.nbytes` measures): per layer and head the inner
     weights and their gradient sums (TTT-Linear: 2 (d² + d); TTT-MLP: 2 (8d² + 5d)), plus the conv states and the
     int64 offsets. Constant in the context length."""
+    from ..ops.inner_optim import BUFFERS
+
     heads, d = config.num_attention_heads, config.hidden_size // config.num_attention_heads
-    inner = d * d + d if config.ttt_layer_type == "linear" else 8 * d * d + 5 * d
+    bias = getattr(config, "inner_bias", True)
+    inner = d * d + d * bias if config.ttt_layer_type == "linear" else 8 * d * d + 5 * d * bias
+    # weights, gradient sums and the inner optimizer's buffers (momentum: 1, adam: 2)
+    copies = 2 + len(BUFFERS[getattr(config, "inner_optimizer", "gd")])
     convs = (1 if config.pre_conv else 0) + (2 if config.share_qk else 0)
-    per_layer = (2 * heads * inner + convs * config.hidden_size * (config.conv_kernel - 1)) * bytes_per_value + 8
+    values = copies * heads * inner + convs * config.hidden_size * (config.conv_kernel - 1)
+    if getattr(config, "forget_gate", False) or getattr(config, "inner_weight_decay", 0.0):
+        values += heads  # the retention accumulated in the current mini-batch
+    extra_ints = 1 if getattr(config, "inner_optimizer", "gd") == "adam" else 0  # closed mini-batches
+    per_layer = values * bytes_per_value + 8 * (1 + extra_ints)
     return batch_size * per_layer * config.num_hidden_layers
 
 
