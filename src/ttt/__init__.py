@@ -3,7 +3,7 @@
 from ttt import TTTConfig, TTTForCausalLM, TTTLinear, TTTMLP, TTTCache, get_preset, from_official
 """
 
-from .layers import TTTMLP, TTTLayerState, TTTLinear
+from .layers import TTTMLP, TTTGeneric, TTTLayerState, TTTLinear, TTTNadarayaWatson
 from .models import TTTCache, TTTConfig, TTTForCausalLM, TTTModel, get_preset, preset_names
 from .models.official import from_official
 from .ops import TTTState
@@ -15,7 +15,9 @@ __all__ = [
     "TTTConfig",
     "TTTForCausalLM",
     "TTTLayerState",
+    "TTTGeneric",
     "TTTLinear",
+    "TTTNadarayaWatson",
     "TTTMLP",
     "TTTModel",
     "TTTState",

@@ -1,5 +1,6 @@
 """Drop-in TTT layers ([B, T, C] -> [B, T, C]) and their building blocks."""
 
+from .beyond import INNER_MODELS, TTTGeneric, TTTNadarayaWatson  # noqa: I001 (registers in TTT_LAYERS)
 from .conv import CausalConv1d
 from .packing import Packing
 from .state import TTTLayerState
@@ -8,8 +9,11 @@ from .ttt import IMPLEMENTATIONS, TTT_LAYERS, TTTMLP, TTTBase, TTTLinear
 __all__ = [
     "CausalConv1d",
     "IMPLEMENTATIONS",
+    "INNER_MODELS",
     "Packing",
     "TTTBase",
+    "TTTGeneric",
+    "TTTNadarayaWatson",
     "TTTLayerState",
     "TTTLinear",
     "TTTMLP",

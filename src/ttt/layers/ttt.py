@@ -132,10 +132,17 @@ class TTTBase(nn.Module):
         self._init_inner_params()
         self.reset_parameters()
 
+    supports_cache = True
+
     @classmethod
     def from_config(cls, config, layer_idx: int | None = None) -> TTTBase:
         """Build from a `TTTConfig` (or anything with its field names)."""
-        return cls(
+        return cls(**cls.config_kwargs(config), layer_idx=layer_idx)
+
+    @classmethod
+    def config_kwargs(cls, config) -> dict:
+        """The constructor arguments a `TTTConfig` gives."""
+        return dict(
             hidden_size=config.hidden_size,
             num_heads=config.num_attention_heads,
             mini_batch_size=config.mini_batch_size,
@@ -147,7 +154,6 @@ class TTTBase(nn.Module):
             initializer_range=config.initializer_range,
             remat_mini_batch_group_size=config.remat_mini_batch_group_size,
             implementation=config.ttt_implementation,
-            layer_idx=layer_idx,
             inner_bias=getattr(config, "inner_bias", True),
             inner_norm=getattr(config, "inner_norm", True),
             inner_residual=getattr(config, "inner_residual", True),
@@ -348,7 +354,7 @@ class TTTBase(nn.Module):
         xv = self.v_proj(x)
         q, k, v = (t.view(batch, seq_len, heads, head_dim) for t in (xq, xk, xv))
 
-        ttt_state = state.ttt if state is not None else TTTState.initial(self.inner_params(), batch)
+        ttt_state = state.ttt if state is not None else TTTState.initial(self.inner_params(), batch, x.device)
         positions = (ttt_state.offset.unsqueeze(1) + torch.arange(seq_len, device=x.device)) % self.mini_batch_size
         cos, sin = rope_table(self.mini_batch_size, head_dim, self.rope_theta, x.dtype, x.device)
         q, k = apply_rope(q, positions, cos, sin), apply_rope(k, positions, cos, sin)
@@ -372,6 +378,21 @@ class TTTBase(nn.Module):
     def _mix(self, x: Tensor, state: TTTLayerState | None, lengths: Tensor | None) -> Tensor:
         batch, seq_len, width = x.shape
         q, k, v, lr, ttt_state, new_conv = self.views(x, state, lengths)
+        z, new_state = self.inner_loop(x, q, k, v, lr, ttt_state, lengths)
+        if state is not None:
+            state.ttt = new_state
+            state.conv.update(new_conv)
+
+        z = self.post_norm(z.reshape(batch, seq_len, width))
+        if self.use_gate:
+            z = F.gelu(self.g_proj(x), approximate="tanh") * z
+        return self.o_proj(z)
+
+    def inner_loop(
+        self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, lr: Tensor, ttt_state: TTTState, lengths: Tensor | None
+    ) -> tuple[Tensor, TTTState]:
+        """z [B, T, H, D] = TTT(q, k, v; lr, tf) from `ttt_state`, in the configured form; returns the new state."""
+        seq_len = q.shape[1]
         args = (q, k, v, lr, self.token_factor(), *self.inner_norm_params(), ttt_state)
         options = dict(residual=self.inner_residual, retention=self.retention(x), optimizer=self.inner_optimizer)
         impl = self.implementation
@@ -395,14 +416,7 @@ class TTTBase(nn.Module):
             z, new_state = ttt_dual(
                 *args, lengths=lengths, remat_mini_batch_group_size=self.remat_mini_batch_group_size, **options
             )
-        if state is not None:
-            state.ttt = new_state
-            state.conv.update(new_conv)
-
-        z = self.post_norm(z.reshape(batch, seq_len, width))
-        if self.use_gate:
-            z = F.gelu(self.g_proj(x), approximate="tanh") * z
-        return self.o_proj(z)
+        return z, new_state
 
     def extra_repr(self) -> str:
         extra = ""

@@ -11,7 +11,8 @@ from transformers import PreTrainedConfig
 
 from ..layers.ttt import IMPLEMENTATIONS, TTT_LAYERS
 
-TTT_LAYER_TYPES = tuple(TTT_LAYERS)
+TTT_LAYER_TYPES = tuple(TTT_LAYERS)  # linear, mlp, generic (`inner_model`), nadaraya_watson
+PRESET_LAYER_TYPES = ("linear", "mlp")
 
 
 class TTTConfig(PreTrainedConfig):
@@ -71,6 +72,8 @@ class TTTConfig(PreTrainedConfig):
     inner_lr: float = 1e-3
     inner_weight_decay: float = 0.0
     forget_gate: bool = False
+    # ttt_layer_type "generic": the inner model by name (ttt.layers.beyond.INNER_MODELS)
+    inner_model: str = "swiglu"
 
     def __post_init__(self, **kwargs):
         self._validate_ttt()
@@ -133,6 +136,13 @@ class TTTConfig(PreTrainedConfig):
         for name in ("inner_bias", "inner_norm", "inner_residual", "learnable_init", "lr_gate", "forget_gate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TTTConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.ttt_layer_type == "generic":
+            from ..layers.beyond import INNER_MODELS
+
+            if self.inner_model not in INNER_MODELS:
+                raise ValueError(
+                    f"TTTConfig.inner_model must be one of {tuple(INNER_MODELS)}, got {self.inner_model!r}"
+                )
         if self.token_factor not in TOKEN_FACTORS:
             raise ValueError(f"TTTConfig.token_factor must be one of {TOKEN_FACTORS}, got {self.token_factor!r}")
         if self.inner_optimizer not in OPTIMIZERS:
@@ -173,7 +183,7 @@ JAX_BLOCK_ALIASES = {
 
 def preset_names() -> list[str]:
     names = []
-    for layer in TTT_LAYER_TYPES:
+    for layer in PRESET_LAYER_TYPES:
         for size in SIZES:
             names += [f"ttt-{layer}-{size}", f"ttt-{layer}-{size}-T"]
     return names
@@ -188,7 +198,7 @@ def get_preset(name: str, **overrides) -> TTTConfig:
         parts = name.split("-")
         backbone = "transformer" if parts[-1] == "T" else "mamba"
         parts = parts[:-1] if parts[-1] == "T" else parts
-        if len(parts) != 3 or parts[0] != "ttt" or parts[1] not in TTT_LAYER_TYPES:
+        if len(parts) != 3 or parts[0] != "ttt" or parts[1] not in PRESET_LAYER_TYPES:
             raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
         layer, size = parts[1], parts[2]
     if size not in SIZES:

@@ -196,7 +196,9 @@ class TTTModel(TTTPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        cacheable = all(block.seq_modeling_block.supports_cache for block in self.layers)
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training and cacheable
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if self.gradient_checkpointing and self.training:
             if past_key_values is not None:

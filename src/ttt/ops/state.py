@@ -52,9 +52,9 @@ class TTTState:
     retention: Tensor | None = None  # [B, H], Π r_j over the tokens seen in the current mini-batch; None means 1
 
     @classmethod
-    def initial(cls, params: tuple[Tensor, ...], batch_size: int) -> TTTState:
+    def initial(cls, params: tuple[Tensor, ...], batch_size: int, device: torch.device | None = None) -> TTTState:
         """State at the start of a sequence: the learned W0 (each [H, ...]) for every row, no gradients yet."""
-        device = params[0].device
+        device = params[0].device if params else device
         expanded = tmap(lambda p: p.unsqueeze(0).expand(batch_size, *p.shape), params)
         return cls(expanded, None, torch.zeros(batch_size, dtype=torch.long, device=device))
 
