@@ -26,14 +26,15 @@ from torch import Tensor, nn
 from transformers import initialization as init
 
 from ..ops import TTTState, ttt_dual, ttt_naive, ttt_primal, ttt_primal_step
+from ..ops.compiled import compiled
 from ..ops.inner_optim import OPTIMIZERS, InnerOptimizer
 from .conv import CausalConv1d
 from .packing import Packing
 from .rope import apply_rope, rope_table
 from .state import TTTLayerState
 
-Implementation = Literal["auto", "dual", "primal", "naive"]
-IMPLEMENTATIONS = ("auto", "dual", "primal", "naive")
+Implementation = Literal["auto", "dual", "primal", "naive", "compiled"]
+IMPLEMENTATIONS = ("auto", "dual", "primal", "naive", "compiled")
 TOKEN_FACTORS = ("learned", "harmonic", "one")
 
 
@@ -398,10 +399,11 @@ class TTTBase(nn.Module):
         impl = self.implementation
         if impl == "auto":
             impl = "primal" if seq_len == 1 else "dual"
-        if impl == "primal" and seq_len == 1:
+        if impl in ("primal", "compiled") and seq_len == 1:
             valid = None if lengths is None else lengths > 0
             r = options.pop("retention")
-            z, new_state = ttt_primal_step(
+            step = compiled(ttt_primal_step) if impl == "compiled" else ttt_primal_step
+            z, new_state = step(
                 *(a[:, 0] if i < 4 else a for i, a in enumerate(args)),
                 valid=valid,
                 retention=None if r is None else r[:, 0],
@@ -414,7 +416,11 @@ class TTTBase(nn.Module):
             z, new_state = ttt_naive(*args, lengths=lengths, **options)
         else:
             z, new_state = ttt_dual(
-                *args, lengths=lengths, remat_mini_batch_group_size=self.remat_mini_batch_group_size, **options
+                *args,
+                lengths=lengths,
+                remat_mini_batch_group_size=self.remat_mini_batch_group_size,
+                compile_mini_batch=impl == "compiled",
+                **options,
             )
         return z, new_state
 

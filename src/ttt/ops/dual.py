@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .compiled import compiled
 from .inner_optim import GD, InnerOptimizer
 from .ln import TTT_LN_EPS, gelu_tanh
 from .materialized import materialized_mini_batch
@@ -133,6 +134,7 @@ def ttt_dual(
     retention: Tensor | None = None,
     optimizer: InnerOptimizer = GD,
     materialize: bool | None = None,
+    compile_mini_batch: bool = False,
 ) -> tuple[Tensor, TTTState]:
     """q, k, v: [B, T, H, D]; lr: [B, T, H]; token_factor: [b]; ln_weight, ln_bias: [H, D] (None: no LN);
     lengths: [B] or None; retention: [B, T, H] per-token r_t or None; optimizer: the inner optimizer.
@@ -140,12 +142,14 @@ def ttt_dual(
     Row r uses its first lengths[r] tokens (the rest are padding: output 0, no effect on the state). With
     `remat_mini_batch_group_size` = g > 0 and autograd on, each group of g mini-batches is recomputed in backward.
     Each mini-batch runs in the dual form when the optimizer is linear in G, else with per-token weights
-    (`materialized.py`); `materialize=True` forces the latter. Returns z [B, T, H, D] and the state after each
-    row's tokens.
+    (`materialized.py`); `materialize=True` forces the latter. `compile_mini_batch`: run the per-mini-batch
+    step through torch.compile (`compiled.py`). Returns z [B, T, H, D] and the state after each row's tokens.
     """
     if materialize is None:
         materialize = not optimizer.is_linear
     mini_batch = materialized_mini_batch if materialize else dual_mini_batch
+    if compile_mini_batch:
+        mini_batch = compiled(mini_batch)
     batch, seq_len, heads, head_dim = q.shape
     b = token_factor.shape[0]
     if seq_len == 0:

@@ -132,12 +132,15 @@ def weight_grads(
 ) -> tuple[Tensor, ...]:
     """Σ_j lr_j ∇ℓ_j for every inner parameter: (X_lᵀ (lr ⊙ ∂ℓ/∂Z_l), Σ_j lr_j ∂ℓ/∂Z_l,j) per layer.
 
-    inputs/grads_z: [B, H, N, ·]; lr: [B, H, N]. Returns tensors shaped like the state params (None for no bias).
+    inputs/grads_z: [B, H, N, ·]; lr: [B, H, N]. Returns tensors shaped like the state params (None for no bias),
+    in the state's dtype: under bf16 autocast the read-outs run in bf16 but the update stays in fp32.
     """
     out = []
     for layer, (x, g) in enumerate(zip(inputs, grads_z)):
-        weighted = lr.unsqueeze(-1) * g
-        out.append(x.transpose(-1, -2) @ weighted)
+        dtype = params[2 * layer].dtype
+        weighted = (lr.unsqueeze(-1) * g).to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            out.append(x.to(dtype).transpose(-1, -2) @ weighted)
         out.append(None if params[2 * layer + 1] is None else weighted.sum(dim=-2, keepdim=True))
     return tuple(out)
 
