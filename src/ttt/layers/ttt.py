@@ -317,7 +317,8 @@ class TTTBase(nn.Module):
             )
         batch, seq_len, _ = hidden_states.shape
         state = self._layer_state(past_key_values)
-        if state is not None:
+        # inside the compiled decode step the model has checked the cache already (and .item() would break the graph)
+        if state is not None and not torch.compiler.is_compiling():
             self._check_state(state, batch, self.q_proj.weight.dtype)
         if seq_len == 0:
             return hidden_states.new_zeros(hidden_states.shape)
@@ -402,7 +403,9 @@ class TTTBase(nn.Module):
         if impl in ("primal", "compiled") and seq_len == 1:
             valid = None if lengths is None else lengths > 0
             r = options.pop("retention")
-            step = compiled(ttt_primal_step) if impl == "compiled" else ttt_primal_step
+            # (inside the compiled decode graph the step is traced as part of it)
+            fast = impl == "compiled" and not torch.compiler.is_compiling()
+            step = compiled(ttt_primal_step) if fast else ttt_primal_step
             z, new_state = step(
                 *(a[:, 0] if i < 4 else a for i, a in enumerate(args)),
                 valid=valid,

@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from ..layers import TTT_LAYERS, CausalConv1d, Packing, TTTBase, TTTLayerState
 from .cache import TTTCache
 from .configuration import TTTConfig
+from .decode import decode_step
 
 
 class RMSNorm(nn.Module):
@@ -223,6 +224,13 @@ class TTTModel(TTTPreTrainedModel):
             for block, state in zip(self.layers, past_key_values.layers):
                 block.check_cache(state, h.shape[0])
 
+        if self._fast_decode(h, attention_mask, past_key_values, output_hidden_states):
+            h = decode_step(self, h, past_key_values)
+            return (
+                BaseModelOutputWithPast(last_hidden_state=h, past_key_values=past_key_values)
+                if return_dict
+                else (h, past_key_values)
+            )
         hidden_states = (h,) if output_hidden_states else None
         for block in self.layers:
             h = block(h, attention_mask, past_key_values)
@@ -236,6 +244,14 @@ class TTTModel(TTTPreTrainedModel):
         if not return_dict:
             return tuple(x for x in (h, cache, hidden_states) if x is not None)
         return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=cache, hidden_states=hidden_states)
+
+    def _fast_decode(self, h: Tensor, attention_mask, cache, output_hidden_states: bool) -> bool:
+        """Single-token steps through the compiled decode graph (`ttt_implementation="compiled"`, inference)."""
+        if self.config.ttt_implementation != "compiled" or cache is None or output_hidden_states:
+            return False
+        if h.shape[1] != 1 or torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+            return False
+        return attention_mask is None or bool(attention_mask[:, -1].bool().all())
 
 
 class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
