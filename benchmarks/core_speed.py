@@ -4,7 +4,8 @@
 
 For each model size and layer type: prefill tokens/s (one forward, no grad), training step time (forward +
 backward of the LM loss) and decode ms/token (one token through the cache after a prompt), with the TTT layers
-forced to the naive, dual or primal form. Medians over repeats after one warm-up. Writes a markdown table and JSON
+forced to the naive, dual, primal or compiled form (the compiled form's first calls, which include compiling, are
+reported separately). Medians over repeats after one warm-up. Writes a markdown table and JSON
 with the machine description. The naive form runs at a short length only (it is the oracle, not a fast path).
 """
 
@@ -35,8 +36,15 @@ SIZES = {
 }
 
 
-def median_time(fn, repeats: int) -> float:
+WARMUP: dict[str, float] = {}
+
+
+def median_time(fn, repeats: int, label: str = "") -> float:
+    """Median wall time of fn() over `repeats` calls after one warm-up call (timed into WARMUP[label]: with the
+    compiled form it includes torch.compile's compile time)."""
+    start = time.perf_counter()
     fn()
+    WARMUP[label] = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -46,6 +54,7 @@ def median_time(fn, repeats: int) -> float:
 
 
 def set_form(model: TTTForCausalLM, form: str) -> None:
+    model.config.ttt_implementation = form  # the model-level paths (the compiled decode graph) read the config
     for block in model.model.layers:
         block.seq_modeling_block.implementation = form
 
@@ -62,7 +71,7 @@ def bench(size: str, layer: str, form: str, repeats: int) -> dict:
 
     model.eval()
     with torch.no_grad():
-        t = median_time(lambda: model(ids, use_cache=False), repeats)
+        t = median_time(lambda: model(ids, use_cache=False), repeats, "prefill")
     row["prefill_tok_s"] = batch * seq_len / t
     row["forward_ms"] = t * 1e3
 
@@ -72,7 +81,7 @@ def bench(size: str, layer: str, form: str, repeats: int) -> dict:
         model.zero_grad(set_to_none=True)
         model(ids, labels=ids, use_cache=False).loss.backward()
 
-    row["train_step_ms"] = median_time(train_step, repeats) * 1e3
+    row["train_step_ms"] = median_time(train_step, repeats, "train") * 1e3
 
     model.eval()
     steps = 16
@@ -85,8 +94,15 @@ def bench(size: str, layer: str, form: str, repeats: int) -> dict:
             for _ in range(steps):
                 model(token, past_key_values=cache, use_cache=True)
 
-        row["decode_ms_token"] = median_time(decode, repeats) / steps * 1e3
+        row["decode_ms_token"] = median_time(decode, repeats, "decode") / steps * 1e3
+    row["first_call_s"] = dict(WARMUP)
     return row
+
+
+def first(row: dict) -> str:
+    """First-call seconds: prefill / train step / decode."""
+    w = row["first_call_s"]
+    return f"{w['prefill']:.1f} / {w['train']:.1f} / {w['decode']:.1f}"
 
 
 def main() -> None:
@@ -95,15 +111,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--layers", nargs="+", default=["linear", "mlp"], choices=["linear", "mlp"])
-    parser.add_argument("--forms", nargs="+", default=["dual", "primal", "naive"], choices=["dual", "primal", "naive"])
+    forms = ["dual", "primal", "naive", "compiled"]
+    parser.add_argument("--forms", nargs="+", default=["dual", "primal", "naive"], choices=forms)
     parser.add_argument("--out", default="results/core_speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)"
     rows = []
-    header = "| size | layer | form | B×T | prefill tok/s | forward ms | train step ms | decode ms/token |"
-    print(f"machine: {machine}\n{header}\n|---|---|---|---|---|---|---|---|")
+    header = (
+        "| size | layer | form | B×T | prefill tok/s | forward ms | train step ms | decode ms/token | first calls s |"
+    )
+    print(f"machine: {machine}\n{header}\n|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for layer in args.layers:
             for form in args.forms:
@@ -111,16 +130,16 @@ def main() -> None:
                 rows.append(r)
                 print(
                     f"| {size} | {layer} | {form} | {r['batch']}×{r['seq_len']} | {r['prefill_tok_s']:.0f} | "
-                    f"{r['forward_ms']:.1f} | {r['train_step_ms']:.1f} | {r['decode_ms_token']:.2f} |",
+                    f"{r['forward_ms']:.1f} | {r['train_step_ms']:.1f} | {r['decode_ms_token']:.2f} | {first(r)} |",
                     flush=True,
                 )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(dict(machine=machine, command=vars(args), rows=rows), indent=2))
-    lines = [f"machine: {machine}", "", header, "|---|---|---|---|---|---|---|---|"]
+    lines = [f"machine: {machine}", "", header, "|---|---|---|---|---|---|---|---|---|"]
     lines += [
         f"| {r['size']} | {r['layer']} | {r['form']} | {r['batch']}×{r['seq_len']} | {r['prefill_tok_s']:.0f} | "
-        f"{r['forward_ms']:.1f} | {r['train_step_ms']:.1f} | {r['decode_ms_token']:.2f} |"
+        f"{r['forward_ms']:.1f} | {r['train_step_ms']:.1f} | {r['decode_ms_token']:.2f} | {first(r)} |"
         for r in rows
     ]
     (out / "results.md").write_text("\n".join(lines) + "\n")
