@@ -105,8 +105,10 @@ def test_load_with_wrong_tokenizer(tmp_path: Path, text_folder: Path) -> None:
     [
         (lambda out: None, "does not exist"),
         (lambda out: out.mkdir(), "has no manifest.json"),
+        (lambda out: (out.mkdir(), (out / "manifest.json").write_text('{"format": "ttt-tok')), "manifest.json.*not"),
+        (lambda out: (out.mkdir(), (out / "manifest.json").write_text('{"format": 1}')), "manifest.json.*tokenizer"),
     ],
-    ids=["missing-folder", "no-manifest"],
+    ids=["missing-folder", "no-manifest", "torn-manifest", "manifest-without-fields"],
 )
 def test_load_prepared_errors(tmp_path: Path, setup, message: str) -> None:
     setup(tmp_path / "out")

@@ -36,6 +36,12 @@ def test_bundled_corpus_loads() -> None:
     assert all(entry["file"] in provenance.read_text() for entry in index)
 
 
+def write_bytes(path: Path, content: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
 @pytest.mark.parametrize(
     ("make_source", "message"),
     [
@@ -47,6 +53,10 @@ def test_bundled_corpus_loads() -> None:
         (lambda root: write_folder(root, {"x.jsonl": '{"text": "ok"}\n{"txt": "typo"}\n'}) / "x.jsonl", "x.jsonl:2"),
         (lambda root: write_folder(root, {"x.jsonl": '{"text": 3}\n'}) / "x.jsonl", "is int, not a string"),
         (lambda root: write_folder(root, {"x.jsonl": "{oops\n"}) / "x.jsonl", "x.jsonl:1 is not valid JSON"),
+        (
+            lambda root: write_bytes(root / "x.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n'),
+            "x.jsonl:2 is not UTF-8",
+        ),
     ],
     ids=[
         "missing-path",
@@ -57,6 +67,7 @@ def test_bundled_corpus_loads() -> None:
         "missing-field",
         "not-string",
         "bad-json",
+        "latin1-jsonl",
     ],
 )
 def test_bad_sources_raise_clear_errors(tmp_path: Path, make_source, message: str) -> None:

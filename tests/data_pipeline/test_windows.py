@@ -117,3 +117,23 @@ def test_resume_refuses_other_data() -> None:
         make_loader(seed=2).load_state_dict(state)
     with pytest.raises(data.DataError, match="num_windows"):
         make_loader(n_tokens=2000, seed=1).load_state_dict(state)
+
+
+@pytest.mark.parametrize("stop", [23, 24, 25], ids=lambda s: f"after{s}")
+def test_state_dict_inside_a_running_stream_keeps_the_epoch_order(stop: int) -> None:
+    """As the trainer uses it: one endless stream, a checkpoint taken between batches (24 = one epoch's end)."""
+
+    def stream(loader: data.WindowLoader):
+        while True:
+            yield from loader
+
+    reference = take(make_loader(seed=1), 40)
+    running = make_loader(seed=1)
+    batches = stream(running)
+    seen = [next(batches) for _ in range(stop)]
+    state = running.state_dict()
+    seen += [next(batches) for _ in range(40 - stop)]
+    assert all(torch.equal(x, y) for x, y in zip(seen, reference))
+    resumed = make_loader(seed=1)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(x, y) for x, y in zip(take(resumed, 40 - stop), reference[stop:]))

@@ -124,3 +124,49 @@ def test_activation_checkpointing_and_remat_keep_the_losses(tmp_path, bundled_by
     )
     for x, y in zip(base["history"], remat["history"]):
         assert abs(x["loss"] - y["loss"]) < 1e-6
+
+
+@pytest.mark.parametrize("steps", [1, 4, 100], ids=lambda s: f"steps{s}")
+def test_no_warmup_means_full_lr_from_the_first_step(steps):
+    """warmup_fraction=0 (or a warmup that rounds to 0 steps) must not spend step 0 at lr 0."""
+    cfg = RunConfig().optim
+    cfg.warmup_fraction = 0.0
+    assert lr_at(0, steps, cfg) == pytest.approx(cfg.lr)
+    assert lr_at(steps - 1, steps, cfg) <= cfg.lr
+    warm = InnerLRWarmup(build_model("ttt-mlp-tiny", 258), cfg, steps)
+    warm.apply(0)
+    assert warm.layers[0].ttt_base_lr == pytest.approx(warm.targets[0])
+    # the default 10% warmup of a 4-step run rounds to 0 steps: the one-step case of the same rule
+    assert lr_at(0, 4, RunConfig().optim) == pytest.approx(cfg.lr)
+
+
+def test_fresh_run_refuses_an_out_dir_with_checkpoints(tmp_path, bundled_bytes):
+    """Without resume, a second run into the same out_dir would mix its checkpoints and metrics with the first's."""
+    train(tmp_path / "run", bundled_bytes, "--train.steps=2", "--train.ckpt_every=2")
+    with pytest.raises(ConfigError, match="resume"):
+        train(tmp_path / "run", bundled_bytes, "--train.steps=1")
+
+
+def metric_steps(run) -> list[int]:
+    import json
+
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
+def test_start_from_step_0_drops_metrics_of_a_run_killed_before_its_first_checkpoint(tmp_path, bundled_bytes, resume):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n{"step": 3, "lo')
+    train(run, bundled_bytes, "--train.steps=2", "--train.ckpt_every=2", resume=resume)
+    assert metric_steps(run) == [1, 2]
+
+
+def test_resume_after_a_torn_metrics_line(tmp_path, bundled_bytes):
+    """A kill in the middle of a metrics write leaves half a line; resuming must not choke on it."""
+    run = tmp_path / "run"
+    train(run, bundled_bytes, "--train.steps=2", "--train.ckpt_every=2")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 1.0}\n{"step": 4, "lo')
+    train(run, bundled_bytes, "--train.steps=3", "--train.ckpt_every=2", resume=True)
+    assert metric_steps(run) == [1, 2, 3]

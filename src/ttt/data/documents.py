@@ -88,8 +88,12 @@ def _read_folder(folder: Path) -> list[Document]:
 
 def _read_jsonl(path: Path, text_field: str) -> list[Document]:
     docs = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number} is not UTF-8 text: {err}") from err
             if not line.strip():
                 continue
             try:

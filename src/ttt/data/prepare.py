@@ -23,7 +23,7 @@ import numpy as np
 from .bpe import train_bpe
 from .documents import Document, describe_source, read_documents, source_fingerprint
 from .errors import DataError
-from .prepared import MANIFEST_FILE, TOKENIZER_FOLDER, PreparedData, load_prepared
+from .prepared import MANIFEST_FILE, TOKENIZER_FOLDER, PreparedData, load_prepared, read_manifest
 from .registry import TokenizerSpec, bpe_vocab_size, get_tokenizer
 from .split import split_documents
 from .tokenizer import Tokenizer
@@ -105,8 +105,10 @@ def prepare(
     if (out_dir / TOKENIZER_FOLDER).exists():
         shutil.rmtree(out_dir / TOKENIZER_FOLDER)
     tok.save(out_dir / TOKENIZER_FOLDER)
-    # The manifest goes last: a folder without one is never mistaken for finished data.
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    # The manifest goes last, written whole then renamed: a folder without one is never mistaken for finished data.
+    manifest_tmp = out_dir / f"{MANIFEST_FILE}.tmp"
+    manifest_tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    manifest_tmp.replace(out_dir / MANIFEST_FILE)
     return PreparedData(out_dir, manifest, tok)
 
 
@@ -145,7 +147,7 @@ def _read_existing(out_dir: Path, overwrite: bool) -> dict[str, Any] | None:
     """The manifest already in `out_dir`, or None for a missing or empty folder."""
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
-        return json.loads(manifest_path.read_text(encoding="utf-8"))
+        return read_manifest(manifest_path)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"out_dir {str(out_dir)!r} is a file, not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:

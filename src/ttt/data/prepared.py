@@ -89,7 +89,7 @@ def load_prepared(
     if not manifest_path.is_file():
         what = "does not exist" if not directory.exists() else f"has no {MANIFEST_FILE}"
         raise DataError(f"prepared data folder {str(directory)!r} {what}; run ttt.data.prepare() first")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = read_manifest(manifest_path)
     expected = manifest["tokenizer"]
     saved = load_tokenizer(directory / expected["folder"])
     if saved.fingerprint != expected["fingerprint"]:
@@ -115,6 +115,18 @@ def load_prepared(
         if verify and file_sha256(path) != entry["sha256"]:
             raise DataError(f"token file {str(path)!r} is corrupted: its sha256 does not match the manifest")
     return PreparedData(directory, manifest, tok)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The parsed manifest.json at `path`, with the fields every reader relies on."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{str(path)!r} is not valid JSON ({err}): a damaged or foreign manifest") from err
+    missing = [key for key in ("dtype", "tokenizer", "splits") if not isinstance(manifest, dict) or key not in manifest]
+    if missing:
+        raise DataError(f"{str(path)!r} lacks the field(s) {missing}: not a manifest written by ttt.data.prepare()")
+    return manifest
 
 
 def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:

@@ -109,8 +109,10 @@ class WindowLoader:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         self._roll_over()
-        order = self.order(self.epoch)
-        while self.position < self.windows_per_epoch:
+        epoch = self.epoch
+        order = self.order(epoch)
+        # `order` belongs to this epoch only: stop once the loader has moved to another (a rollover elsewhere)
+        while self.epoch == epoch and self.position < self.windows_per_epoch:
             start = self.position
             stop = min(start + self.batch_size, self.windows_per_epoch)
             # Advance before yielding: a state_dict() taken while this batch is in use resumes after it.
@@ -120,16 +122,22 @@ class WindowLoader:
             yield self.dataset.batch(order[start + lo : start + hi])
 
     def _roll_over(self) -> None:
+        self.epoch, self.position = self._next_position()
+
+    def _next_position(self) -> tuple[int, int]:
+        """(epoch, position) of the next batch: the next epoch's start once this one is used up."""
         if self.position >= self.windows_per_epoch:
-            self.epoch += 1
-            self.position = 0
+            return self.epoch + 1, 0
+        return self.epoch, self.position
 
     def state_dict(self) -> dict[str, Any]:
         """The data position plus what must match on resume (seed, order, window geometry)."""
-        self._roll_over()
+        # Computed, not rolled over in place: an iterator suspended after the epoch's last batch must see its
+        # epoch end, so that the next `for` starts the next epoch's order (as a resumed loader does).
+        epoch, position = self._next_position()
         return {
-            "epoch": self.epoch,
-            "position": self.position,
+            "epoch": epoch,
+            "position": position,
             "seed": self.seed,
             "shuffle": self.shuffle,
             "seq_len": self.dataset.seq_len,

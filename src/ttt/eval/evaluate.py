@@ -42,7 +42,9 @@ def load_run_model(path: str | Path) -> tuple[nn.Module, RunConfig, PreparedData
     state, _, trainer_state = load_checkpoint(ckpt)
     model = build_model(trainer_state["model_name"], data.tokenizer.vocab_size, trainer_state["model_overrides"])
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+    # a tied lm_head is the embedding (tie_weights below); an untied one must come from the checkpoint
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    if unexpected or [k for k in missing if not (tied and k.endswith("lm_head.weight"))]:
         raise ConfigError(
             f"checkpoint {ckpt} does not fit {trainer_state['model_name']}: {missing[:3]} {unexpected[:3]}"
         )
@@ -113,8 +115,11 @@ def evaluate_run(
             "scored_tokens": int(count),
         }
         if data.tokenizer.name == "byte":
-            # one token per byte (EOS counts as one): bits per byte = nats per token / ln 2
-            result["bits_per_byte"] = loss / math.log(2)
+            # every scored nat (EOS predictions included) over the bytes of text among the scored targets: EOS is
+            # not a byte. Windows 0..n-1 score tokens 1..n * seq_len once each.
+            targets = data.tokens("val")[1 : n * cfg.data.seq_len + 1]
+            n_bytes = int(np.count_nonzero(targets < 256))
+            result["bits_per_byte"] = total / max(n_bytes, 1) / math.log(2)
         results.append(result)
         values = curve.numpy()
         rows.extend((name, t + 1, float(v)) for t, v in enumerate(values))

@@ -34,8 +34,13 @@ def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
 
 
+def warmup_steps(total: int, cfg: OptimSection) -> int:
+    """Steps of linear warmup; 0 (full lr from step 0) when warmup_fraction is 0 or rounds to 0 steps."""
+    return max(0, round(cfg.warmup_fraction * total))
+
+
 def lr_at(step: int, total: int, cfg: OptimSection) -> float:
-    warmup = max(1, round(cfg.warmup_fraction * total))
+    warmup = warmup_steps(total, cfg)
     if step < warmup:
         return cfg.lr * step / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -58,7 +63,7 @@ class InnerLRWarmup:
         if init < 0:
             init = 0.01 if kinds == {"TTTMLP"} else 0.0
         self.init = init
-        self.warmup = max(1, round(cfg.warmup_fraction * total))
+        self.warmup = warmup_steps(total, cfg)
 
     @property
     def active(self) -> bool:
@@ -67,6 +72,6 @@ class InnerLRWarmup:
     def apply(self, step: int) -> None:
         if not self.active:
             return
-        frac = min(1.0, step / self.warmup)
+        frac = min(1.0, step / self.warmup) if self.warmup else 1.0
         for layer, target in zip(self.layers, self.targets):
             layer.ttt_base_lr = self.init + frac * (target - self.init)

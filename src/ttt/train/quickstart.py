@@ -33,10 +33,9 @@ def quickstart(out_dir: str = "runs/quickstart", steps: int = 300, seq_len: int 
         cfg = load_run_config(None, [*common, f"--model.name={name}", f"--train.out_dir={out / name}"])
         result = Trainer(cfg, resume=True).run()
         timings[name] = time.perf_counter() - start
-        print(
-            f"   {result['params'] / 1e3:.0f}k parameters, final training loss {result['history'][-1]['loss']:.3f}, "
-            f"{timings[name]:.0f} s"
-        )
+        # a rerun resumes from the final checkpoint and trains no step
+        final = f"final training loss {result['history'][-1]['loss']:.3f}" if result["history"] else "already trained"
+        print(f"   {result['params'] / 1e3:.0f}k parameters, {final}, {timings[name]:.0f} s")
     print("== evaluating on the held-out plays")
     results = evaluate_run([out / n for n in MODELS], out / "eval", max_windows=64, label=list(MODELS))
     for r in results:

@@ -95,6 +95,12 @@ class Trainer:
     def _run(self) -> dict[str, Any]:
         cfg, info = self.cfg, self.info
         t = cfg.train
+        existing = latest_checkpoint(self.ckpt_dir)
+        if existing is not None and not self.resume:
+            raise ConfigError(
+                f"train.out_dir {str(self.out)!r} holds checkpoints of an earlier run (newest: {existing.name}); "
+                "pass --resume (resume=True) to continue it, or choose another train.out_dir"
+            )
         torch.manual_seed(t.seed)
         data = self.prepare_data()
         tok = data.tokenizer
@@ -116,7 +122,7 @@ class Trainer:
         start_step = 0
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        latest = latest_checkpoint(self.ckpt_dir) if self.resume else None
+        latest = existing if self.resume else None
         if latest is None and self.resume and info.is_main:
             print(f"no checkpoint under {self.ckpt_dir}: starting from step 0")
         checkpoint = self._load(latest, model) if latest is not None else None
@@ -128,6 +134,8 @@ class Trainer:
             if info.is_main:
                 self._truncate_metrics(start_step)
         elif info.is_main:
+            # from step 0: records of a run killed before its first checkpoint are not this run's
+            self._truncate_metrics(0)
             cfg.save(self.out / "config.json")
         if t.compile:
             model = torch.compile(model)
@@ -199,10 +207,11 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metric records past the checkpoint resumed from (they are recomputed, identically)."""
+        """Drop metric records past the checkpoint resumed from (they are recomputed, identically), and a line that
+        a kill cut short."""
         path = self.out / "metrics.jsonl"
         if path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            kept = [line for line in path.read_text().splitlines() if _metric_step(line) <= step]
             path.write_text("".join(line + "\n" for line in kept))
 
     def _save(self, step: int, model: nn.Module, optimizer, loader, n_params: int) -> None:
@@ -246,6 +255,14 @@ class Trainer:
         if self.info.is_main:
             print(f"resumed from {path} (step {trainer_state['step']})")
         return int(trainer_state["step"])
+
+
+def _metric_step(line: str) -> float:
+    """The step of one metrics.jsonl line; infinity for a torn (unparsable) one, so it is dropped."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 @torch.no_grad()
