@@ -1,4 +1,4 @@
-"""`ttt` command line: demo, train, eval, generate, data, quickstart, convert."""
+"""`ttt` command line: demo, train, eval, generate, data, quickstart, bench, convert."""
 
 from __future__ import annotations
 
@@ -141,6 +141,12 @@ def quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    from .bench.cli import main as run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttt", description="Test-Time Training (TTT) sequence models")
     parser.add_argument("--version", action="version", version=f"ttt {__version__}")
@@ -197,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=quickstart)
+
+    from .bench.cli import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="prefill / decode / training speed, memory and MFU vs Transformer++ and Mamba")
+    add_bench_arguments(p)
+    p.set_defaults(func=bench)
 
     from .convert.cli import add_parser as add_convert_parser
 

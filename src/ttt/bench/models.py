@@ -1,0 +1,112 @@
+"""Build a benchmark model from a ModelSpec and drive its inference state (TTTCache, or transformers' cache).
+
+Every model family goes through the same three calls: `prefill(model, ids, cache)` (logits for the last token only,
+as generation does), `decode_step(model, token, cache)` and `state_bytes(cache)` (bytes of the actual state tensors:
+the TTT state, the Transformer's KV cache, Mamba's conv and SSM states).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .spec import SIZES, ModelSpec
+
+VOCAB = {"tiny": 256, "small": 1000}
+
+
+def vocab_size(size: str) -> int:
+    return SIZES[size][1].get("vocab_size", VOCAB.get(size, 32000))
+
+
+def ttt_config(spec: ModelSpec):
+    """Our TTTConfig for a TTT (or official) model spec, with the implementation set."""
+    from ..models import get_preset
+
+    overrides = dict(SIZES[spec.size][1])
+    overrides["vocab_size"] = vocab_size(spec.size)
+    if spec.impl is not None:
+        overrides["ttt_implementation"] = spec.impl
+    return get_preset(spec.preset, **overrides)
+
+
+def build(spec: ModelSpec, seed: int = 0) -> nn.Module:
+    """A freshly initialised model (seeded: speed does not depend on the weights) in eval mode."""
+    from ..models import TTTForCausalLM
+    from ..train.models import build_model
+
+    torch.manual_seed(seed)
+    if spec.family == "ttt":
+        return TTTForCausalLM(ttt_config(spec)).eval()
+    if spec.family == "official":
+        raise ValueError("the official model is built by its own worker (ttt.bench.official_worker)")
+    base, overrides = SIZES[spec.size]
+    # baselines match ttt-linear-SIZE; only the shape fields carry over (the FFN width is solved for)
+    keep = ("hidden_size", "num_attention_heads") if spec.family == "transformer++" else ("hidden_size",)
+    shape = {k: v for k, v in overrides.items() if k in keep}
+    return build_model(f"{spec.family}-{base}", vocab_size(spec.size), shape).eval()
+
+
+def new_cache(model: nn.Module, family: str, batch: int) -> Any:
+    if family == "ttt":
+        from ..models import TTTCache
+
+        return TTTCache.from_model(model, batch)
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def _cache_kwargs(family: str, cache: Any) -> dict[str, Any]:
+    return {"cache_params": cache} if family == "mamba" else {"past_key_values": cache}
+
+
+def prefill(model: nn.Module, family: str, ids: Tensor, cache: Any | None) -> Tensor:
+    """Logits of the last token [B, V] after reading ids [B, T] (into `cache` when given)."""
+    kwargs = _cache_kwargs(family, cache) if cache is not None else {}
+    return model(ids, use_cache=cache is not None, logits_to_keep=1, **kwargs).logits[:, -1]
+
+
+def decode_step(model: nn.Module, family: str, token: Tensor, cache: Any) -> Tensor:
+    """One token per row [B, 1] through the cache: logits [B, V]."""
+    return model(token, use_cache=True, logits_to_keep=1, **_cache_kwargs(family, cache)).logits[:, -1]
+
+
+def state_bytes(cache: Any) -> int:
+    """Bytes of every tensor the inference state holds (TTTCache.nbytes for ours; the cache layers' tensors for
+    transformers' caches: keys and values, or conv and recurrent states)."""
+    if hasattr(cache, "nbytes") and callable(cache.nbytes):
+        return int(cache.nbytes())
+    total = 0
+    for layer in cache.layers:
+        for value in vars(layer).values():
+            # keys / values are tensors; Mamba's conv and recurrent states are dicts of tensors
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else [value]
+            total += sum(t.numel() * t.element_size() for t in items if isinstance(t, Tensor))
+    return total
+
+
+def synthetic_cache(model: nn.Module, family: str, batch: int, seq_len: int, seed: int = 0) -> Any:
+    """The state after `seq_len` tokens without running the prefill, for decode timing at a large batch.
+
+    Transformer++: a KV cache of seq_len random keys and values per layer (the exact shapes a prefill makes; the
+    cost of a decode step depends on them, not on their values). TTT and Mamba: their state has a fixed size, so a
+    real prefill of min(seq_len, 64) tokens makes it (same tensors, same per-step work as after seq_len tokens)."""
+    if family != "transformer++":
+        cache = new_cache(model, family, batch)
+        ids = torch.randint(0, model.config.vocab_size, (batch, min(seq_len, 64)))
+        prefill(model, family, ids, cache)
+        return cache
+    cfg = model.config
+    cache = new_cache(model, family, batch)
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    gen = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    for layer in range(cfg.num_hidden_layers):
+        k = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen, dtype=dtype)
+        v = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen, dtype=dtype)
+        cache.update(k, v, layer)
+    return cache
