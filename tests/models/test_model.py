@@ -128,6 +128,26 @@ def test_bad_config(kwargs, match):
         TTTConfig(**kwargs)
 
 
+def test_register_ttt_layer():
+    """A user's TTTBase subclass becomes a ttt_layer_type; names are not silently taken over."""
+    from ttt.layers import TTT_LAYERS, TTTLinear, register_ttt_layer
+
+    class MyLinear(TTTLinear):
+        pass
+
+    register_ttt_layer("my_linear_for_test", MyLinear)
+    try:
+        register_ttt_layer("my_linear_for_test", MyLinear)  # same class again: fine
+        model = TTTForCausalLM(get_preset("ttt-linear-tiny", ttt_layer_type="my_linear_for_test"))
+        assert all(type(block.seq_modeling_block) is MyLinear for block in model.model.layers)
+        with pytest.raises(ValueError, match="taken by MyLinear"):
+            register_ttt_layer("my_linear_for_test", TTTLinear)
+        with pytest.raises(TypeError, match="not a TTTBase subclass"):
+            register_ttt_layer("other_for_test", torch.nn.Linear)
+    finally:
+        TTT_LAYERS.pop("my_linear_for_test")
+
+
 def test_bad_inputs():
     model = tiny()
     with pytest.raises(ValueError, match="vocab_size"):

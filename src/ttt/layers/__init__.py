@@ -4,7 +4,7 @@ from .beyond import INNER_MODELS, TTTGeneric, TTTNadarayaWatson  # noqa: I001 (r
 from .conv import CausalConv1d
 from .packing import Packing
 from .state import TTTLayerState
-from .ttt import IMPLEMENTATIONS, TTT_LAYERS, TTTMLP, TTTBase, TTTLinear
+from .ttt import IMPLEMENTATIONS, TTT_LAYERS, TTTMLP, TTTBase, TTTLinear, register_ttt_layer
 
 __all__ = [
     "CausalConv1d",
@@ -18,4 +18,5 @@ __all__ = [
     "TTTLinear",
     "TTTMLP",
     "TTT_LAYERS",
+    "register_ttt_layer",
 ]

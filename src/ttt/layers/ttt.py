@@ -477,3 +477,13 @@ class TTTMLP(TTTBase):
 
 
 TTT_LAYERS: dict[str, type[TTTBase]] = {"linear": TTTLinear, "mlp": TTTMLP}
+
+
+def register_ttt_layer(name: str, layer: type[TTTBase]) -> None:
+    """Make `TTTConfig(ttt_layer_type=name)` build `layer` (a TTTBase subclass with `from_config`) in this process.
+    Registering the same class twice is a no-op; another class under a taken name is refused."""
+    if not (isinstance(layer, type) and issubclass(layer, TTTBase)):
+        raise TypeError(f"register_ttt_layer: {layer!r} is not a TTTBase subclass")
+    if TTT_LAYERS.get(name, layer) is not layer:
+        raise ValueError(f"register_ttt_layer: ttt_layer_type {name!r} is taken by {TTT_LAYERS[name].__name__}")
+    TTT_LAYERS[name] = layer

@@ -11,7 +11,6 @@ from transformers import PreTrainedConfig
 
 from ..layers.ttt import IMPLEMENTATIONS, TTT_LAYERS
 
-TTT_LAYER_TYPES = tuple(TTT_LAYERS)  # linear, mlp, generic (`inner_model`), nadaraya_watson
 PRESET_LAYER_TYPES = ("linear", "mlp")
 
 
@@ -125,8 +124,11 @@ class TTTConfig(PreTrainedConfig):
             )
         if (self.hidden_size // self.num_attention_heads) % 2:
             raise ValueError("TTTConfig: head_dim = hidden_size / num_attention_heads must be even (RoPE pairs)")
-        if self.ttt_layer_type not in TTT_LAYER_TYPES:
-            raise ValueError(f"TTTConfig.ttt_layer_type must be one of {TTT_LAYER_TYPES}, got {self.ttt_layer_type!r}")
+        # linear, mlp, generic (`inner_model`), nadaraya_watson, and any added with ttt.layers.register_ttt_layer
+        if self.ttt_layer_type not in TTT_LAYERS:
+            raise ValueError(
+                f"TTTConfig.ttt_layer_type must be one of {tuple(TTT_LAYERS)}, got {self.ttt_layer_type!r}"
+            )
         if self.ttt_implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"TTTConfig.ttt_implementation must be one of {IMPLEMENTATIONS}, got {self.ttt_implementation!r}"
