@@ -170,3 +170,39 @@ def test_resume_after_a_torn_metrics_line(tmp_path, bundled_bytes):
         f.write('{"step": 3, "loss": 1.0}\n{"step": 4, "lo')
     train(run, bundled_bytes, "--train.steps=3", "--train.ckpt_every=2", resume=True)
     assert metric_steps(run) == [1, 2, 3]
+
+
+def _poison_steps(monkeypatch, steps: set[int]) -> None:
+    """Make the loss (hence the gradient) NaN on the given 1-based optimizer steps (one micro-batch per step)."""
+    import ttt.train.trainer as trainer
+
+    original, calls = trainer.lm_loss_sum, [0]
+
+    def poisoned(model, windows, bos_id):
+        calls[0] += 1
+        loss_sum, count = original(model, windows, bos_id)
+        return (loss_sum * float("nan") if calls[0] in steps else loss_sum), count
+
+    monkeypatch.setattr(trainer, "lm_loss_sum", poisoned)
+
+
+def test_a_non_finite_step_is_skipped_and_the_weights_stay_finite(tmp_path, bundled_bytes, monkeypatch):
+    _poison_steps(monkeypatch, {2})
+    result = train(tmp_path / "run", bundled_bytes, "--train.steps=4", "--train.ckpt_every=4")
+    history = result["history"]
+    assert [r.get("skipped", False) for r in history] == [False, True, False, False]
+    assert all(math.isfinite(r["loss"]) for r in history if not r.get("skipped"))
+    from ttt.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    state, _, _ = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"))
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_too_many_non_finite_steps_stop_the_run_with_a_clear_error(tmp_path, bundled_bytes, monkeypatch):
+    from ttt.train.trainer import NonFiniteError
+
+    _poison_steps(monkeypatch, {2, 3})
+    with pytest.raises(NonFiniteError, match="2 consecutive steps .*max_nonfinite_steps = 1"):
+        train(tmp_path / "run", bundled_bytes, "--train.steps=4", "--train.max_nonfinite_steps=1")
+    with pytest.raises(ConfigError, match="max_nonfinite_steps must be >= 0"):
+        train(tmp_path / "bad", bundled_bytes, "--train.steps=1", "--train.max_nonfinite_steps=-1")

@@ -31,6 +31,9 @@ class LongContextSettings:
     steps: int = 300
     batch_size: int = 4
     lr: float = 3e-3
+    # TTT-MLP's inner-rate warmup start (-1: the trainer's default, 0.01); 0.1 = no warmup, needed at 8k
+    # (docs/training.md, "Non-finite gradients")
+    ttt_base_lr_init: float = -1.0
     eval_windows: int = 32
     models: str = ",".join(MODELS)
     seed: int = 0
@@ -107,6 +110,7 @@ def _run(s: LongContextSettings, progress: bool) -> list[dict[str, Any]]:
                 f"--train.log_every={max(1, s.steps // 20)}",
                 "--train.keep_last=1",
                 f"--optim.lr={s.lr}",
+                f"--optim.ttt_base_lr_init={s.ttt_base_lr_init}",
                 f"--data.seq_len={s.seq_len}",
                 f"--data.prepared_dir={out / 'data'}",
             ],

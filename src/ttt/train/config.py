@@ -69,6 +69,7 @@ class TrainSection:
     dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or float32 / bfloat16
     fsdp: bool = False  # under torchrun: FSDP2 (fully_shard per block) instead of DDP
     tensorboard: bool = False  # also write the metrics as TensorBoard scalars (needs the tensorboard package)
+    max_nonfinite_steps: int = 3  # consecutive steps skipped for a non-finite loss/gradient before the run stops
 
 
 @dataclass

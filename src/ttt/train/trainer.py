@@ -71,6 +71,8 @@ class Trainer:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
         if self.cfg.data.seq_len < 1:
             raise ConfigError(f"data.seq_len must be >= 1, got {self.cfg.data.seq_len}")
+        if t.max_nonfinite_steps < 0:
+            raise ConfigError(f"train.max_nonfinite_steps must be >= 0, got {t.max_nonfinite_steps}")
 
     def prepare_data(self) -> PreparedData:
         d = self.cfg.data
@@ -149,6 +151,7 @@ class Trainer:
         board = self._tensorboard() if t.tensorboard and info.is_main else None
         history: list[dict[str, Any]] = []
         tokens_seen, clock = 0, time.perf_counter()
+        nonfinite = 0  # consecutive steps skipped for a non-finite loss or gradient
         model.train()
         for step in range(start_step, t.steps):
             lr = lr_at(step, t.steps, cfg.optim)
@@ -165,12 +168,21 @@ class Trainer:
                 (loss_sum * info.world_size / scored).backward()
                 total += loss_sum.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             loss = all_reduce_sum(total, info).item() / scored
+            # every process sees the same (reduced) norm and loss, so all skip or none does
+            finite = math.isfinite(float(grad_norm)) and math.isfinite(loss)
+            if finite:
+                optimizer.step()
+                nonfinite = 0
+            else:
+                nonfinite += 1
+                self._nonfinite(step + 1, nonfinite, loss, float(grad_norm))
+            optimizer.zero_grad(set_to_none=True)
             tokens_seen += windows.numel() * info.world_size
             done = step + 1
             record = {"step": done, "loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+            if not finite:
+                record["skipped"] = True
             if inner_warmup.active:
                 record["ttt_base_lr"] = inner_warmup.layers[0].ttt_base_lr
             if done % t.log_every == 0 or done == t.steps:
@@ -205,6 +217,23 @@ class Trainer:
         except ImportError as err:
             raise ConfigError("train.tensorboard=true needs the tensorboard package (pip install tensorboard)") from err
         return SummaryWriter(str(self.out / "tensorboard"))
+
+    def _nonfinite(self, step: int, count: int, loss: float, grad_norm: float) -> None:
+        """A step with a non-finite loss or gradient norm is skipped (the weights and the optimizer state stay as
+        they were); more than train.max_nonfinite_steps in a row stop the run with an error that says why."""
+        limit = self.cfg.train.max_nonfinite_steps
+        what = f"step {step}: loss {loss}, gradient norm {grad_norm}"
+        if count > limit:
+            raise NonFiniteError(
+                f"{what}: {count} consecutive steps with a non-finite loss or gradient (train.max_nonfinite_steps = "
+                f"{limit}); the weights are those of the last finite step. Known cause: TTT-MLP's gradient through "
+                "its inner loop grows exponentially with the sequence length while its inner rate is small (the "
+                "default inner-rate warmup starts at 0.01); at data.seq_len 8192 it overflows float32. Try "
+                "--optim.ttt_base_lr_init=0.1 (no inner-rate warmup), a shorter data.seq_len, or a lower optim.lr "
+                "(docs/training.md, 'Non-finite gradients')."
+            )
+        if self.info.is_main:
+            print(f"warning: {what}: non-finite, optimizer step skipped ({count} in a row)", flush=True)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric records past the checkpoint resumed from (they are recomputed, identically), and a line that
@@ -255,6 +284,10 @@ class Trainer:
         if self.info.is_main:
             print(f"resumed from {path} (step {trainer_state['step']})")
         return int(trainer_state["step"])
+
+
+class NonFiniteError(RuntimeError):
+    """Training stopped: too many consecutive steps with a non-finite loss or gradient."""
 
 
 def _metric_step(line: str) -> float:
