@@ -41,3 +41,18 @@ def test_compiled_layer_prefill_and_decode_equal_eager():
         steps = [fast.step(x[:, t], state) for t in range(35, 40)]
     got = torch.cat([prefill, torch.stack(steps, 1)], 1)
     assert (got - expected).abs().max() < 1e-10
+
+
+def test_compiled_mini_batch_step_is_not_recompiled_per_length():
+    """The compiled step sees mini-batches with the same shapes and strides at every sequence length: a longer
+    prefill reuses the graphs (one for the first mini-batch, whose W0 needs grad, one for the rest)."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    fast = TTTLinear(64, 2, mini_batch_size=4, implementation="compiled")
+    with torch.no_grad():
+        fast(torch.randn(1, 8, 64))
+        before = sum(counters["stats"].values()), dict(counters["recompiles"])
+        for length in (16, 40, 12):
+            fast(torch.randn(1, length, 64))
+    assert (sum(counters["stats"].values()), dict(counters["recompiles"])) == before

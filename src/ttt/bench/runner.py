@@ -111,6 +111,8 @@ def job_command(job: Job, spec: BenchSpec, size: str) -> list[str]:
         mem_gib=spec.limits.mem_gib,
         long_from=spec.long_from,
         size=size,
+        # the compiled inner loop's rate too when the run benchmarks the compiled implementation
+        compiled_kernels=any(m.impl == "compiled" for m in spec.models),
     )
     if job.model is not None and job.model.family == "official":
         payload.update(official_path=spec.official_path, config=official_config(job.model))

@@ -109,8 +109,11 @@ def gemm_rate(m: int, k: int, n: int, batch: int, dtype: torch.dtype) -> float:
     return gemm_flops(m, k, n, batch) / seconds / 1e9
 
 
-def inner_loop_rate(layer: str, batch: int, seq_len: int, heads: int, head_dim: int, b: int) -> float:
-    """GFLOP/s of ttt_dual (no grad) on random [batch, seq_len, heads, head_dim] inputs."""
+def inner_loop_rate(
+    layer: str, batch: int, seq_len: int, heads: int, head_dim: int, b: int, compiled: bool = False
+) -> float:
+    """GFLOP/s of ttt_dual (no grad) on random [batch, seq_len, heads, head_dim] inputs; `compiled`: with its
+    torch.compile'd mini-batch step (the compile happens in the warm-up call, outside the timing)."""
     from ..ops import TTTState, ttt_dual
 
     gen = torch.Generator().manual_seed(0)
@@ -127,7 +130,9 @@ def inner_loop_rate(layer: str, batch: int, seq_len: int, heads: int, head_dim: 
     ln_w, ln_b = torch.ones(heads, head_dim), torch.zeros(heads, head_dim)
     state = TTTState.initial(params, batch)
     with torch.no_grad():
-        seconds, _ = median_time(lambda: ttt_dual(q, k, v, lr, token_factor, ln_w, ln_b, state), repeats=3)
+        seconds, _ = median_time(
+            lambda: ttt_dual(q, k, v, lr, token_factor, ln_w, ln_b, state, compile_mini_batch=compiled), repeats=3
+        )
     return batch * seq_len * heads * ttt_inner_flops(layer, head_dim, b) / seconds / 1e9
 
 
@@ -144,6 +149,9 @@ def run_kernels(p: dict[str, Any], batch: int, seq_len: int) -> None:
         "inner_linear": inner_loop_rate("linear", batch, seq_len, heads, d, b),
         "inner_mlp": inner_loop_rate("mlp", batch, seq_len, heads, d, b),
     }
+    if p.get("compiled_kernels"):
+        for layer in ("linear", "mlp"):
+            rates[f"inner_{layer}_compiled"] = inner_loop_rate(layer, batch, seq_len, heads, d, b, compiled=True)
     shapes = dict(gemm=[2048, width, ffn], gemm_bf16=[BF16_ROWS, width, ffn], bmm_small=[batch * heads, b, d, d])
     shapes["inner"] = [batch, seq_len, heads, d, b]
     emit(dict(phase="kernels", gflops=rates, shapes=shapes, peak_rss=peak_rss_bytes()))

@@ -169,9 +169,10 @@ def ttt_dual(
         slots = torch.where(real, state.offset.unsqueeze(1) + steps.unsqueeze(0), grid_len)
 
     def mini_batches(x: Tensor) -> tuple[Tensor, ...]:
-        # [B, grid_len, H, ...] -> n_mb × [B, H, b, ...]
+        # [B, grid_len, H, ...] -> n_mb × [B, H, b, ...], each contiguous: its strides then do not depend on the
+        # sequence length, so a compiled mini-batch step (static shapes and strides) is not recompiled per length
         x = _to_grid(x, slots, front, grid_len)
-        x = x.view(batch, n_mb, b, heads, -1).permute(1, 0, 3, 2, 4)
+        x = x.view(batch, n_mb, b, heads, -1).permute(1, 0, 3, 2, 4).contiguous()
         return x.unbind(0)
 
     qs, ks, vs = mini_batches(q), mini_batches(k), mini_batches(v)
