@@ -108,6 +108,22 @@ def test_cache_is_fixed_size_and_returned():
     assert cache.get_seq_length() == 40 and cache.nbytes() == size
 
 
+@pytest.mark.parametrize("preset", ["ttt-linear-tiny", "ttt-mlp-tiny-T"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_cache_holds_only_its_own_bytes(preset, padded):
+    """No cache tensor is a view into a larger buffer (a prefill's activations would stay alive, O(T) memory)."""
+    model = tiny(preset)
+    ids = torch.randint(0, 256, (2, 300))
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[0, :7] = 0
+    with torch.no_grad():
+        cache = model(ids, attention_mask=mask, use_cache=True).past_key_values
+    tensors = [t for layer in cache.layers for t in [*layer.ttt.tensors(), *layer.conv.values()]]
+    held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    assert sum(held.values()) == sum(t.numel() * t.element_size() for t in tensors) == cache.nbytes()
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

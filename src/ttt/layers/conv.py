@@ -45,7 +45,8 @@ class CausalConv1d(nn.Conv1d):
         y = self.bias.unsqueeze(-1) + sum(weight[:, i : i + 1] * full[..., i : i + seq_len] for i in range(keep + 1))
         y = y.transpose(1, 2)
         if lengths is None:
-            new_state = full[..., seq_len:]
+            # a copy, not a view: a view would keep all of `full` ([B, C, K − 1 + T]) alive in the cache
+            new_state = full[..., seq_len:].contiguous()
         else:
             index = (lengths.view(-1, 1) + torch.arange(keep, device=x.device)).unsqueeze(1)  # [B, 1, K − 1]
             new_state = full.gather(-1, index.expand(-1, full.shape[1], -1))
