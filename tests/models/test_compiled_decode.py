@@ -31,3 +31,19 @@ def test_compiled_model_equals_eager_prefill_decode_and_generate():
         fast.generate(ids[:, :9], attention_mask=mask, **greedy),
         eager.generate(ids[:, :9], attention_mask=mask, **greedy),
     )
+    # prefills of other lengths then decode steps through every in-mini-batch offset: after the first round has
+    # made the few graph variants (first / later mini-batch, complete / partial), new lengths compile nothing
+    from torch._dynamo.utils import counters
+
+    def prefill_and_decode(lengths: tuple[int, ...]) -> None:
+        with torch.no_grad():
+            for length in lengths:
+                cache = TTTCache.from_model(fast, 2)
+                fast(torch.randint(0, 97, (2, length)), past_key_values=cache, use_cache=True)
+                for _ in range(17):
+                    fast(torch.randint(0, 97, (2, 1)), past_key_values=cache, use_cache=True)
+
+    prefill_and_decode((23, 32))
+    compiles = sum(counters["stats"].values()), dict(counters["recompiles"])
+    prefill_and_decode((41, 64, 7))
+    assert (sum(counters["stats"].values()), dict(counters["recompiles"])) == compiles
