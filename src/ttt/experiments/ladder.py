@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .common import add_settings_arguments, add_threads_argument, apply_threads, trainer_overrides
 from .mixers import SPECIAL_CASE, register_linear_attention_layer
 
 PAPER_PPL = [15.23, 15.23, 15.27, 14.05, 12.35, 11.99, 11.09]  # 125M, Pile, 2k context (paper's Table 1)
@@ -88,16 +89,7 @@ def row_overrides(s: LadderSettings, row_dir: Path, preset: str, model: dict[str
     sizes.update(intermediate_size=2 * s.hidden_size, ttt_base_lr=s.ttt_base_lr)
     items = [
         f"--model.name={preset}",
-        f"--train.out_dir={row_dir}",
-        f"--train.steps={s.steps}",
-        f"--train.batch_size={s.batch_size}",
-        f"--train.seed={s.seed}",
-        f"--train.ckpt_every={max(1, s.steps // 4)}",
-        f"--train.log_every={max(1, s.steps // 20)}",
-        "--train.keep_last=1",
-        f"--optim.lr={s.lr}",
-        f"--data.seq_len={s.seq_len}",
-        f"--data.prepared_dir={Path(s.out) / 'data'}",
+        *trainer_overrides(row_dir, Path(s.out) / "data", s.steps, s.batch_size, s.seq_len, s.lr, s.seed, 4),
     ]
     # strings go bare, the rest as JSON (true/false, numbers), as `parse_literal` reads them
     items += [f"--model.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in {**sizes, **model}.items()]
@@ -155,18 +147,13 @@ def run_ladder(s: LadderSettings, progress: bool = True, extra: bool = False) ->
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = LadderSettings()
-    for key, value in vars(defaults).items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    add_settings_arguments(parser, LadderSettings)
     parser.add_argument("--smoke", action="store_true", help="a seconds-long configuration (CI)")
     parser.add_argument("--extra", action="store_true", help="also the variants in EXTRA_ROWS")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    add_threads_argument(parser)
     args = vars(parser.parse_args(argv))
-    smoke, threads, extra = args.pop("smoke"), args.pop("threads"), args.pop("extra")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    apply_threads(args)
+    smoke, extra = args.pop("smoke"), args.pop("extra")
     settings = LadderSettings(**args)
     if smoke:
         settings = LadderSettings(**{**vars(settings), **SMOKE})

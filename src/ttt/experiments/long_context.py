@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .common import add_settings_arguments, add_threads_argument, apply_threads, trainer_overrides
+
 MODELS = ("ttt-linear-{size}", "ttt-mlp-{size}", "transformer++-{size}", "mamba-{size}")
 
 
@@ -102,17 +104,8 @@ def _run(s: LongContextSettings, progress: bool) -> list[dict[str, Any]]:
             None,
             [
                 f"--model.name={name}",
-                f"--train.out_dir={run}",
-                f"--train.steps={s.steps}",
-                f"--train.batch_size={s.batch_size}",
-                f"--train.seed={s.seed}",
-                f"--train.ckpt_every={max(1, s.steps // 10)}",
-                f"--train.log_every={max(1, s.steps // 20)}",
-                "--train.keep_last=1",
-                f"--optim.lr={s.lr}",
+                *trainer_overrides(run, out / "data", s.steps, s.batch_size, s.seq_len, s.lr, s.seed, 10),
                 f"--optim.ttt_base_lr_init={s.ttt_base_lr_init}",
-                f"--data.seq_len={s.seq_len}",
-                f"--data.prepared_dir={out / 'data'}",
             ],
         )
         start = time.perf_counter()
@@ -127,17 +120,12 @@ def _run(s: LongContextSettings, progress: bool) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for key, value in vars(LongContextSettings()).items():
-        kind = (lambda text: text.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
-        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value)
+    add_settings_arguments(parser, LongContextSettings)
     parser.add_argument("--smoke", action="store_true", help="a seconds-long configuration (CI)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    add_threads_argument(parser)
     args = vars(parser.parse_args(argv))
-    smoke, threads = args.pop("smoke"), args.pop("threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    apply_threads(args)
+    smoke = args.pop("smoke")
     settings = LongContextSettings(**(args | (SMOKE if smoke else {})))
     results = run_long_context(settings, progress=not smoke)
     from .report import long_context_table

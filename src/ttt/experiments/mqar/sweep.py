@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..common import add_threads_argument, apply_threads
 from .model import MIXERS
 from .train import MQARRun, add_run_arguments, train_mqar
 
@@ -98,14 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in GRID_LRS))
     parser.add_argument("--max-minutes", type=float, default=0.0, help="start no run after this much time (0: off)")
     parser.add_argument("--smoke", action="store_true", help="a seconds-long configuration (CI)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    add_threads_argument(parser)
     add_run_arguments(parser, skip=("mixer", "seq_len", "num_kv_pairs", "d_model", "lr"))
     args = vars(parser.parse_args(argv))
-    threads = args.pop("threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    apply_threads(args)
     out, smoke = Path(args.pop("out")), args.pop("smoke")
     settings = parse_settings(args.pop("settings"))
     d_models = [int(d) for d in args.pop("d_models").split(",")]

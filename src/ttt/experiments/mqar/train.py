@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
+from ..common import add_settings_arguments, add_threads_argument, apply_threads
 from .data import MQARSpec, mqar_examples
 from .model import MIXERS, MQARModel, state_bytes
 
@@ -133,19 +134,15 @@ def train_mqar(run: MQARRun, log: bool = False) -> dict[str, Any]:
 
 def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One --flag per MQARRun field (dashes for underscores)."""
-    for f in fields(MQARRun):
-        if f.name not in skip:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    add_settings_arguments(parser, MQARRun, skip)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    add_threads_argument(parser)
     args = vars(parser.parse_args(argv))
-    threads = args.pop("threads")
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(args)
     result = train_mqar(MQARRun(**args), log=True)
     print(
         f"{result['name']}: accuracy {result['accuracy']:.4f} (best {result['best_accuracy']:.4f}), "
