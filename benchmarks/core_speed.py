@@ -87,12 +87,12 @@ def bench(size: str, layer: str, form: str, repeats: int) -> dict:
     steps = 16
     with torch.no_grad():
         cache = TTTCache.from_model(model, batch)
-        model(ids, past_key_values=cache, use_cache=True)
+        model(ids, cache=cache, use_cache=True)
         token = ids[:, -1:]
 
         def decode():
             for _ in range(steps):
-                model(token, past_key_values=cache, use_cache=True)
+                model(token, cache=cache, use_cache=True)
 
         row["decode_ms_token"] = median_time(decode, repeats, "decode") / steps * 1e3
     row["first_call_s"] = dict(WARMUP)

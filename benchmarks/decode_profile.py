@@ -1,7 +1,7 @@
 """Where one compiled single-token decode step spends its time (docs/benchmarks.md, "What limits the misses").
 
 TTT-Linear at `ttt bench`'s `small` size (d = 256, 4 heads, 2 layers), `ttt_implementation="compiled"`, batch 1,
-after a prefill of 512 tokens: the time of a whole `model(token, past_key_values=cache)` call, of the compiled decode
+after a prefill of 512 tokens: the time of a whole `model(token, cache=cache)` call, of the compiled decode
 graph alone (`ttt.models.decode`), and torch.profiler's table of the ops inside the step.
 
     python benchmarks/decode_profile.py [--steps 200] [--threads 1]
@@ -48,13 +48,13 @@ def main() -> None:
         return [TTTLayerState(ttt=layer.ttt, conv=dict(layer.conv)) for layer in cache.layers]
 
     with torch.no_grad():
-        model(torch.randint(0, config.vocab_size, (1, 512)), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        step_ms = per_call_ms(lambda: model(token, past_key_values=cache, use_cache=True), args.steps)
+        model(torch.randint(0, config.vocab_size, (1, 512)), cache=cache, use_cache=True, logits_to_keep=1)
+        step_ms = per_call_ms(lambda: model(token, cache=cache, use_cache=True), args.steps)
         h = model.model.embed_tokens(token)
         graph_ms = per_call_ms(lambda: graph(model.model, h, fresh_states()), args.steps)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(50):
-                model(token, past_key_values=cache, use_cache=True)
+                model(token, cache=cache, use_cache=True)
     print(f"whole decode step {step_ms:.3f} ms; compiled graph call alone {graph_ms:.3f} ms", end="")
     print(f" (mean of {args.steps} calls)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))

@@ -16,3 +16,23 @@ def bundled_bytes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundled_bytes")
     prepare("bundled", folder, tokenizer="byte")
     return folder
+
+
+# The Hugging Face-facing tests (generation, cache, save/load, Auto classes, sessions, the clients that call the
+# model): `.ci/run` also runs them (`-m hf`) against the oldest transformers release the project allows.
+HF_FACING = (
+    "tests/hf/",
+    "tests/models/test_generation.py",
+    "tests/models/test_model.py",
+    "tests/models/test_session.py",
+    "tests/models/test_compiled_decode.py",
+    "tests/eval/test_eval.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    root = str(config.rootpath)
+    for item in items:
+        path = str(item.path)[len(root) + 1 :]
+        if path.startswith(HF_FACING):
+            item.add_marker(pytest.mark.hf)

@@ -37,7 +37,7 @@ def demo(args: argparse.Namespace) -> int:
     with torch.no_grad():
         cache = TTTCache.from_model(model, args.batch)
         start = time.perf_counter()
-        logits = model(prompt, past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = model(prompt, cache=cache, use_cache=True).logits[:, -1]
         prefill_s = time.perf_counter() - start
         tokens, cached_logits = [], []
         start = time.perf_counter()
@@ -45,7 +45,7 @@ def demo(args: argparse.Namespace) -> int:
             cached_logits.append(logits)
             nxt = logits.argmax(-1, keepdim=True)
             tokens.append(nxt)
-            logits = model(nxt, past_key_values=cache, use_cache=True).logits[:, -1]
+            logits = model(nxt, cache=cache, use_cache=True).logits[:, -1]
         decode_s = time.perf_counter() - start
 
         seq = prompt

@@ -10,6 +10,7 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from .data.tokenizer import Tokenizer
+from .hf_compat import cache_kwargs
 
 
 class TextStreamer(BaseStreamer):
@@ -85,13 +86,13 @@ def generate_text(
                 raise ValueError("--save-state needs a TTT model (a baseline's KV cache is not a session)")
             cache = TTTCache.from_model(model, 1)
             # all but the last prompt token go into the state; generate reads the last one, as when it resumes
-            model(ids[:, :-1], past_key_values=cache, use_cache=True)
+            model(ids[:, :-1], cache=cache, use_cache=True)
             cache.save(save_state, model, input_ids=ids, rng_state=torch.get_rng_state())
     streamer = TextStreamer(tokenizer, stream) if stream is not None else None
     sampling = temperature > 0
     kwargs = dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p) if sampling else {}
     if cache is not None:
-        kwargs["past_key_values"] = cache
+        kwargs.update(cache_kwargs(cache))
     out = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),

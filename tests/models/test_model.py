@@ -7,6 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from ttt import TTTCache, TTTConfig, TTTForCausalLM, TTTModel, get_preset, preset_names
+from ttt.hf_compat import output_cache
 
 
 def tiny(preset="ttt-mlp-tiny", **kw) -> TTTForCausalLM:
@@ -99,7 +100,7 @@ def test_cache_is_fixed_size_and_returned():
     ids = torch.randint(0, 256, (2, 40))
     with torch.no_grad():
         out = model(ids[:, :3], use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(out)
         assert isinstance(cache, TTTCache) and cache.get_seq_length() == 3
         size = cache.nbytes()
         assert all(layer.ttt.grad_sums is not None for layer in cache.layers)  # offset 3: sums materialised
@@ -118,7 +119,7 @@ def test_cache_holds_only_its_own_bytes(preset, padded):
     if padded:
         mask[0, :7] = 0
     with torch.no_grad():
-        cache = model(ids, attention_mask=mask, use_cache=True).past_key_values
+        cache = output_cache(model(ids, attention_mask=mask, use_cache=True))
     tensors = [t for layer in cache.layers for t in [*layer.ttt.tensors(), *layer.conv.values()]]
     held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     assert sum(held.values()) == sum(t.numel() * t.element_size() for t in tensors) == cache.nbytes()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ttt import TTTCache, TTTForCausalLM, get_preset
+from ttt.hf_compat import cache_kwargs
 from ttt.models.session import kv_cache_bytes, state_bytes
 
 
@@ -22,7 +23,7 @@ SAMPLE = dict(do_sample=True, top_k=20, max_new_tokens=25, pad_token_id=0)
 
 def continue_from(model, cache, ids, rng):
     torch.set_rng_state(rng)
-    return model.generate(ids, attention_mask=torch.ones_like(ids), past_key_values=cache, **SAMPLE)
+    return model.generate(ids, attention_mask=torch.ones_like(ids), **cache_kwargs(cache), **SAMPLE)
 
 
 def test_restore_in_a_new_process_gives_the_unbroken_tokens(tmp_path):
@@ -44,11 +45,12 @@ def test_restore_in_a_new_process_gives_the_unbroken_tokens(tmp_path):
     script = f"""
 import torch
 from ttt import TTTCache, TTTForCausalLM
+from ttt.hf_compat import cache_kwargs
 model = TTTForCausalLM.from_pretrained({str(tmp_path / "model")!r}).eval()
 cache = TTTCache.load({str(tmp_path / "session.safetensors")!r}, model)
 torch.set_rng_state(cache.rng_state)
 ids = cache.input_ids
-out = model.generate(ids, attention_mask=torch.ones_like(ids), past_key_values=cache, **{SAMPLE!r})
+out = model.generate(ids, attention_mask=torch.ones_like(ids), **cache_kwargs(cache), **{SAMPLE!r})
 print(" ".join(map(str, out[0].tolist())))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

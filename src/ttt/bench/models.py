@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..hf_compat import CACHE_NAME
 from .spec import SIZES, ModelSpec
 
 VOCAB = {"tiny": 256, "small": 1000}
@@ -60,6 +61,8 @@ def new_cache(model: nn.Module, family: str, batch: int) -> Any:
 
 
 def _cache_kwargs(family: str, cache: Any) -> dict[str, Any]:
+    if CACHE_NAME == "cache":  # transformers >= 5.24: one name for every model
+        return {"cache": cache}
     return {"cache_params": cache} if family == "mamba" else {"past_key_values": cache}
 
 

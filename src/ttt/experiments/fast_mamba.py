@@ -49,10 +49,12 @@ def fast_mamba_scan() -> Iterator[None]:
 
     original = MambaMixer.forward
 
-    def forward(self, hidden_states: Tensor, cache_params=None, attention_mask=None, **kwargs) -> Tensor:
-        if cache_params is None and (attention_mask is None or bool(attention_mask.all())):
+    def forward(self, hidden_states: Tensor, attention_mask=None, **kwargs) -> Tensor:
+        # the cache arrives as cache= (transformers >= 5.24) or cache_params= (earlier releases)
+        has_cache = kwargs.get("cache") is not None or kwargs.get("cache_params") is not None
+        if not has_cache and (attention_mask is None or bool(attention_mask.all())):
             return selective_ssm(self, hidden_states)
-        return original(self, hidden_states, cache_params=cache_params, attention_mask=attention_mask, **kwargs)
+        return original(self, hidden_states, attention_mask=attention_mask, **kwargs)
 
     MambaMixer.forward = forward
     try:

@@ -18,13 +18,14 @@ ttt.ops.inner_optim) and retention r_t multiplying the carried weights: constant
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import initialization as init
 
+from ..hf_compat import pick_cache, reject_unknown
 from ..ops import TTTState, ttt_dual, ttt_naive, ttt_primal, ttt_primal_step
 from ..ops.compiled import compiled
 from ..ops.inner_optim import OPTIMIZERS, InnerOptimizer
@@ -258,16 +259,14 @@ class TTTBase(nn.Module):
             }
         return TTTLayerState(ttt=ttt, conv=conv, initial=ttt)
 
-    def _layer_state(self, past_key_values) -> TTTLayerState | None:
-        if past_key_values is None:
+    def _layer_state(self, cache) -> TTTLayerState | None:
+        if cache is None:
             return None
-        if isinstance(past_key_values, TTTLayerState):
-            return past_key_values
-        layers = getattr(past_key_values, "layers", None)
+        if isinstance(cache, TTTLayerState):
+            return cache
+        layers = getattr(cache, "layers", None)
         if layers is None:
-            raise TypeError(
-                f"past_key_values must be a TTTCache or a TTTLayerState, got {type(past_key_values).__name__}"
-            )
+            raise TypeError(f"the cache must be a TTTCache or a TTTLayerState, got {type(cache).__name__}")
         if self.layer_idx is None or not 0 <= self.layer_idx < len(layers):
             raise ValueError(
                 f"this layer's layer_idx ({self.layer_idx}) does not index the cache's {len(layers)} layers; "
@@ -304,19 +303,24 @@ class TTTBase(nn.Module):
         self,
         hidden_states: Tensor,
         attention_mask: Tensor | None = None,
-        past_key_values=None,
+        cache: TTTLayerState | Any = None,
         use_cache: bool = False,
+        past_key_values: TTTLayerState | Any = None,
         **kwargs,
     ) -> Tensor:
-        """hidden_states: [B, T, C]; attention_mask: [B, ≥T] 0/1 (padding anywhere); past_key_values: a TTTCache
-        (indexed by `layer_idx`) or a TTTLayerState, updated in place. Returns [B, T, C]."""
+        """hidden_states: [B, T, C]; attention_mask: [B, ≥T] 0/1 (padding anywhere); cache (or its older name
+        past_key_values): a TTTCache (indexed by `layer_idx`) or a TTTLayerState, updated in place. use_cache is
+        accepted for call sites written for attention layers (the state given is always updated). Returns [B, T, C].
+
+        Raises TypeError for any other keyword argument, ValueError for a state that does not fit the layer."""
+        reject_unknown(f"{type(self).__name__}.forward", kwargs)
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
             raise ValueError(
                 f"{type(self).__name__} expects hidden_states of shape [batch, seq_len, {self.hidden_size}], "
                 f"got {tuple(hidden_states.shape)}"
             )
         batch, seq_len, _ = hidden_states.shape
-        state = self._layer_state(past_key_values)
+        state = self._layer_state(pick_cache(cache, past_key_values))
         # inside the compiled decode step the model has checked the cache already (and .item() would break the graph)
         if state is not None and not torch.compiler.is_compiling():
             self._check_state(state, batch, self.q_proj.weight.dtype)
@@ -336,7 +340,7 @@ class TTTBase(nn.Module):
             raise ValueError(f"step expects hidden_states of shape [batch, {self.hidden_size}]")
         if state is None:
             raise ValueError("step needs a state: state = layer.allocate_inference_cache(batch_size)")
-        return self.forward(hidden_states.unsqueeze(1), past_key_values=state).squeeze(1)
+        return self.forward(hidden_states.unsqueeze(1), cache=state).squeeze(1)
 
     def views(
         self, x: Tensor, state: TTTLayerState | None = None, lengths: Tensor | None = None

@@ -18,6 +18,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from ..hf_compat import CACHE_NAME, output_cache, pick_cache, reject_unknown
 from ..layers import TTT_LAYERS, CausalConv1d, Packing, TTTBase, TTTLayerState
 from .cache import TTTCache
 from .configuration import TTTConfig
@@ -102,13 +103,13 @@ class Block(GradientCheckpointingLayer):
                 )
 
     def forward(
-        self, hidden_states: Tensor, attention_mask: Tensor | None = None, past_key_values: TTTCache | None = None
+        self, hidden_states: Tensor, attention_mask: Tensor | None = None, cache: TTTCache | None = None
     ) -> Tensor:
-        state = None if past_key_values is None else past_key_values.layers[self.layer_idx]
+        state = None if cache is None else cache.layers[self.layer_idx]
         h = hidden_states
         if self.pre_conv:
             h = h + self.conv(h, attention_mask, state)
-        h = h + self.seq_modeling_block(self.seq_norm(h), attention_mask, past_key_values)
+        h = h + self.seq_modeling_block(self.seq_norm(h), attention_mask, cache=cache)
         return h + self.mlp(self.ffn_norm(h))
 
 
@@ -118,7 +119,10 @@ class TTTPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["Block"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
+    # the state folds every token into the inner weights and cannot be rolled back (cropped): transformers refuses
+    # assisted / prompt-lookup decoding for stateful models with a clear message
+    _is_stateful = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -184,16 +188,35 @@ class TTTModel(TTTPreTrainedModel):
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
-        past_key_values: TTTCache | None = None,
+        cache: TTTCache | None = None,
         inputs_embeds: Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: TTTCache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast | tuple:
-        """Positions come from the cache and attention_mask (each row counts from its first real token), so
-        `position_ids` is accepted for API compatibility and ignored."""
+        """Run the blocks over input_ids [B, T] (or inputs_embeds [B, T, C]); returns the final hidden states [B, T, C]
+        and, with a cache, the cache (updated in place).
+
+        cache / past_key_values: a `TTTCache` (either name: transformers ≥ 5.24 passes `cache=`, earlier releases
+        `past_key_values=`; the output field is named the same way). attention_mask: [B, ≥T] of 0/1, padding anywhere.
+        Positions come from the cache and attention_mask (each row counts from its first real token);
+        `position_ids`, which transformers passes, are checked to be consecutive over each row's real tokens
+        (packed sequences, whose positions restart inside a row, are refused). `output_attentions=True` is refused:
+        TTT layers compute no attention weights.
+
+        Raises TypeError for any other keyword argument, ValueError for inputs of the wrong shape, dtype or range and
+        for a cache made for another config, batch size, dtype or device.
+        """
+        reject_unknown(f"{type(self).__name__}.forward", kwargs)
+        past_key_values = pick_cache(cache, past_key_values)
         self._check_inputs(input_ids, inputs_embeds)
+        if output_attentions:
+            raise ValueError("output_attentions=True: TTT layers compute no attention weights")
+        if position_ids is not None:
+            check_position_ids(position_ids, attention_mask)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -205,7 +228,7 @@ class TTTModel(TTTPreTrainedModel):
             if past_key_values is not None:
                 raise ValueError(
                     "gradient checkpointing recomputes each block in backward, which would replay the cache's "
-                    "updates: train without a cache (past_key_values=None) or disable gradient checkpointing"
+                    "updates: train without a cache (cache=None) or disable gradient checkpointing"
                 )
             use_cache = False
         h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -214,7 +237,7 @@ class TTTModel(TTTPreTrainedModel):
         if past_key_values is not None:
             if not isinstance(past_key_values, TTTCache):
                 raise TypeError(
-                    f"past_key_values must be a TTTCache (TTTCache.from_model), got {type(past_key_values).__name__}"
+                    f"the cache must be a TTTCache (TTTCache.from_model), got {type(past_key_values).__name__}"
                 )
             if len(past_key_values.layers) != len(self.layers):
                 raise ValueError(
@@ -227,7 +250,7 @@ class TTTModel(TTTPreTrainedModel):
         if self._fast_decode(h, attention_mask, past_key_values, output_hidden_states):
             h = decode_step(self, h, past_key_values)
             return (
-                BaseModelOutputWithPast(last_hidden_state=h, past_key_values=past_key_values)
+                BaseModelOutputWithPast(last_hidden_state=h, **{CACHE_NAME: past_key_values})
                 if return_dict
                 else (h, past_key_values)
             )
@@ -243,7 +266,7 @@ class TTTModel(TTTPreTrainedModel):
         cache = past_key_values if use_cache or past_key_values is not None else None
         if not return_dict:
             return tuple(x for x in (h, cache, hidden_states) if x is not None)
-        return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=cache, hidden_states=hidden_states)
+        return BaseModelOutputWithPast(last_hidden_state=h, hidden_states=hidden_states, **{CACHE_NAME: cache})
 
     def _fast_decode(self, h: Tensor, attention_mask, cache, output_hidden_states: bool) -> bool:
         """Single-token steps through the compiled decode graph (`ttt_implementation="compiled"`, inference)."""
@@ -286,43 +309,106 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
-        past_key_values: TTTCache | None = None,
+        cache: TTTCache | None = None,
         inputs_embeds: Tensor | None = None,
         labels: Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | Tensor = 0,
+        shift_labels: Tensor | None = None,
+        num_items_in_batch: int | Tensor | None = None,
+        past_key_values: TTTCache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast | tuple:
-        """labels: [B, T] next-token targets in the HF convention (shifted inside; -100 is ignored)."""
+        """Logits [B, T', V] (T' = T, or the last `logits_to_keep` positions) and, with `labels`, the next-token loss.
+
+        The inputs, the cache (`cache=` or `past_key_values=`) and the errors are those of `TTTModel.forward`.
+        labels: [B, T] in the Hugging Face convention (shifted inside; -100 is ignored). shift_labels: [B, T], the
+        targets already aligned with the logits (transformers passes them in sequence / context-parallel training;
+        `labels` is then not shifted). num_items_in_batch: the number of scored targets over a whole accumulated batch
+        (transformers' Trainer passes it under gradient accumulation): the loss is Σ NLL / num_items_in_batch instead
+        of the mean over this call's targets, so accumulated micro-batches add up to the loss of the whole batch.
+        Every keyword argument not listed here raises TypeError.
+        """
+        reject_unknown(f"{type(self).__name__}.forward", kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            position_ids=position_ids,
+            cache=pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             return_dict=True,
         )
         h = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(h[:, keep])
         loss = None
-        if labels is not None:
-            if labels.shape != h.shape[:2]:
-                raise ValueError(f"labels must have shape {tuple(h.shape[:2])}, got {tuple(labels.shape)}")
-            shift_logits = logits[:, :-1] if logits.shape[1] == h.shape[1] else self.lm_head(h)[:, :-1]
-            if shift_logits.element_size() < 4:
-                shift_logits = shift_logits.float()
-            loss = F.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device)
-            )
+        if labels is not None or shift_labels is not None:
+            full = logits if logits.shape[1] == h.shape[1] else self.lm_head(h)
+            loss = causal_lm_loss(full, labels, shift_labels, num_items_in_batch)
+        cache_out = output_cache(outputs)
         if not return_dict:
-            out = (logits, outputs.past_key_values, outputs.hidden_states)
-            out = tuple(x for x in out if x is not None)
+            out = tuple(x for x in (logits, cache_out, outputs.hidden_states) if x is not None)
             return (loss, *out) if loss is not None else out
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: cache_out}
+        )
+
+
+def causal_lm_loss(
+    logits: Tensor,
+    labels: Tensor | None,
+    shift_labels: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Next-token cross-entropy of logits [B, T, V] (computed in at least float32; -100 targets ignored).
+
+    labels [B, T] are shifted inside (logits at t predict labels at t + 1); shift_labels [B, T] are used as given.
+    The mean over the scored targets, or Σ / num_items_in_batch when that is given (as transformers' `ForCausalLMLoss`).
+    Raises ValueError for targets of the wrong shape."""
+    if shift_labels is None:
+        if labels.shape != logits.shape[:2]:
+            raise ValueError(f"labels must have shape {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
+        logits, targets = logits[:, :-1], labels[:, 1:]
+    else:
+        if shift_labels.shape != logits.shape[:2]:
+            raise ValueError(f"shift_labels must have shape {tuple(logits.shape[:2])}, got {tuple(shift_labels.shape)}")
+        targets = shift_labels
+    if logits.element_size() < 4:
+        logits = logits.float()
+    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(flat_logits, flat_targets)
+    total = F.cross_entropy(flat_logits, flat_targets, reduction="sum")
+    if isinstance(num_items_in_batch, Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def check_position_ids(position_ids: Tensor, attention_mask: Tensor | None) -> None:
+    """Refuse position_ids [B, T] (or [T]) that restart or skip inside a row's real tokens: a TTT layer takes its
+    positions from the cache and the mask, so such positions (packed sequences) would be silently ignored."""
+    ids = position_ids if position_ids.dim() == 2 else position_ids.reshape(1, -1)
+    if ids.shape[-1] < 2:
+        return
+    if attention_mask is None:
+        bad = ids[:, 1:] - ids[:, :-1] != 1
+    else:
+        mask = attention_mask[:, attention_mask.shape[1] - ids.shape[1] :].bool()
+        # between consecutive real tokens (padding between them is skipped by the packed layout)
+        real_before = mask.long().cumsum(1)
+        pos = torch.where(mask, ids - real_before, 0)
+        first = torch.where(mask, pos, torch.iinfo(pos.dtype).max).amin(1, keepdim=True)
+        bad = mask & (pos != first)
+    if bool(bad.any()):
+        raise ValueError(
+            "position_ids must be consecutive over each row's real tokens: TTT derives positions from the cache and "
+            "attention_mask, and packed sequences (positions restarting inside a row) are not supported; pass "
+            "separate rows with padding and an attention_mask instead"
         )

@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from ..data import PreparedData, load_prepared, prepare
+from ..hf_compat import enable_activation_checkpointing
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .config import ConfigError, RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, unwrap, wrap_model
@@ -108,7 +109,7 @@ class Trainer:
         tok = data.tokenizer
         model = build_model(cfg.model.name, tok.vocab_size, cfg.model.overrides).to(info.device)
         if cfg.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            enable_activation_checkpointing(model)
         n_params = count_params(model)
         inner_warmup = InnerLRWarmup(model, cfg.optim, t.steps)
         if t.batch_size % info.world_size:
