@@ -23,6 +23,7 @@ class TTTLayerState:
 
     is_compileable = False
     is_sliding = False
+    is_croppable = False  # tokens are folded into the inner weights: no rollback
     supports_early_init = False
 
     @property

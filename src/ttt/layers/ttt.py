@@ -204,9 +204,12 @@ class TTTBase(nn.Module):
         init.zeros_(self.post_norm.bias)
         for name in self.inner_param_names:
             param = getattr(self, name)
-            if not isinstance(param, nn.Parameter):
+            if param is None:
                 continue
-            if name.startswith("W"):
+            if not isinstance(param, nn.Parameter):
+                # W0 = 0 without learnable_init: a non-persistent buffer, which from_pretrained allocates empty
+                init.zeros_(param)
+            elif name.startswith("W"):
                 init.normal_(param, std=std)
             else:
                 init.zeros_(param)

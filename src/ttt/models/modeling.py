@@ -279,8 +279,9 @@ class TTTModel(TTTPreTrainedModel):
 
 class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
-    # the loss is a plain mean over the batch's labels: the HF Trainer must do its own accumulation scaling
-    accepts_loss_kwargs = False
+    # forward honours num_items_in_batch (Σ NLL / items of the whole accumulated batch): transformers' Trainer passes
+    # it and leaves the loss unscaled under gradient accumulation
+    accepts_loss_kwargs = True
 
     def __init__(self, config: TTTConfig) -> None:
         super().__init__(config)
