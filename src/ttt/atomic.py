@@ -26,14 +26,15 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, fsync: bool = Fa
     try:
         yield tmp
         if fsync:
-            for child in tmp.iterdir():
-                with open(child, "rb") as fh:
-                    os.fsync(fh.fileno())
+            for child in tmp.rglob("*"):
+                if child.is_file():
+                    with open(child, "rb") as fh:
+                        os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
-        for child in tmp.iterdir():
-            os.chmod(child, 0o666 & ~umask)
+        for child in tmp.rglob("*"):
+            os.chmod(child, (0o777 if child.is_dir() else 0o666) & ~umask)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

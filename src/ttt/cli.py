@@ -1,4 +1,4 @@
-"""`ttt` command line: demo, train, eval, generate, data, quickstart, bench, convert."""
+"""`ttt` command line: demo, train, eval, generate, save-pretrained, lm-eval, data, quickstart, bench, convert."""
 
 from __future__ import annotations
 
@@ -116,6 +116,36 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def save_pretrained(args: argparse.Namespace) -> int:
+    from .eval import load_run_model
+    from .train.pretrained import save_pretrained_folder
+
+    model, _, data, ckpt = load_run_model(args.path)
+    out = save_pretrained_folder(model, data.tokenizer, args.out, overwrite=args.overwrite)
+    print(f"wrote {out} from {ckpt} (AutoModelForCausalLM / AutoTokenizer.from_pretrained after `import ttt`)")
+    return 0
+
+
+def lm_eval(argv: list[str]) -> int:
+    """lm-evaluation-harness's own command line, with ttt imported first (so `--model hf` finds the TTT classes)."""
+    try:
+        from lm_eval.__main__ import cli_evaluate
+    except ImportError:
+        print("ttt lm-eval: error: lm-evaluation-harness is not installed: pip install lm-eval", file=sys.stderr)
+        return 2
+    import ttt  # noqa: F401  (registers TTTConfig / TTTForCausalLM with the Auto classes)
+
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]
+    try:
+        cli_evaluate()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def data_command(args: argparse.Namespace) -> int:
     from .data import load_prepared, prepare
 
@@ -187,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-state", help="continue a saved session (the prompt is taken from it)")
     p.set_defaults(func=generate)
 
+    p = sub.add_parser(
+        "save-pretrained", help="a checkpoint as a Hugging Face folder (weights, config, tokenizer) for other tools"
+    )
+    p.add_argument("path", help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("out", help="the folder to write (training writes RUN/final itself at its last step)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=save_pretrained)
+
+    sub.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness with ttt imported: ttt lm-eval run --model hf --model_args pretrained=DIR ...",
+        add_help=False,
+    )
+
     p = sub.add_parser("data", help="prepare or inspect a tokenized corpus")
     p.add_argument("action", choices=["prepare", "inspect"])
     p.add_argument("source", help="prepare: bundled, a folder of .txt, a .jsonl or hf:NAME; inspect: a prepared folder")
@@ -220,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .train.config import ConfigError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # everything after it is lm-eval's own command line
+        return lm_eval(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:

@@ -27,12 +27,14 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from ..data import PreparedData, load_prepared, prepare
+from ..data.tokenizer import Tokenizer
 from ..hf_compat import enable_activation_checkpointing
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .config import ConfigError, RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, unwrap, wrap_model
 from .models import build_model, count_params
 from .optim import InnerLRWarmup, build_optimizer, lr_at
+from .pretrained import FINAL_FOLDER, save_pretrained_folder
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -205,7 +207,7 @@ class Trainer:
                     if "tokens_per_s" in record:
                         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{record['tokens_per_s']:.0f}")
             if done % t.ckpt_every == 0 or done == t.steps:
-                self._save(done, model, optimizer, loader, n_params)
+                self._save(done, model, optimizer, loader, n_params, tok if done == t.steps else None)
         if bar is not None:
             bar.close()
         if board is not None:
@@ -244,7 +246,9 @@ class Trainer:
             kept = [line for line in path.read_text().splitlines() if _metric_step(line) <= step]
             path.write_text("".join(line + "\n" for line in kept))
 
-    def _save(self, step: int, model: nn.Module, optimizer, loader, n_params: int) -> None:
+    def _save(self, step: int, model: nn.Module, optimizer, loader, n_params: int, final: Tokenizer | None) -> None:
+        """A checkpoint of step `step`; at the last step (`final`: the run's tokenizer) also the Hugging Face folder
+        `out_dir/final` (save_pretrained weights + tokenizer; see ttt.train.pretrained)."""
         model_state = get_model_state_dict(model, options=FULL)
         optim_state = get_optimizer_state_dict(model, optimizer, options=FULL)
         if self.info.is_main:
@@ -257,6 +261,8 @@ class Trainer:
                 "world_size": self.info.world_size,
             }
             save_checkpoint(self.ckpt_dir, step, model_state, optim_state, trainer_state, self.cfg.train.keep_last)
+            if final is not None:
+                save_pretrained_folder(unwrap(model), final, self.out / FINAL_FOLDER, model_state, overwrite=True)
         barrier(self.info)
 
     def _load(self, path: Path, model: nn.Module) -> tuple[dict, dict]:
