@@ -14,39 +14,11 @@ import pytest
 import torch
 
 from ttt.cli import main
-from ttt.data import bundled_documents
+from ttt.eval.lm_eval_tasks import bundled_items, bundled_passages, write_tasks
 
 pytest.importorskip("lm_eval")
 
-TASKS = {
-    "ttt_ll": """task: ttt_ll
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {folder}/items.jsonl
-test_split: test
-output_type: loglikelihood
-doc_to_text: "{{{{context}}}}"
-doc_to_target: "{{{{continuation}}}}"
-metric_list:
-  - metric: perplexity
-  - metric: acc
-""",
-    "ttt_rolling": """task: ttt_rolling
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {folder}/docs.jsonl
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
-metric_list:
-  - metric: word_perplexity
-  - metric: byte_perplexity
-  - metric: bits_per_byte
-""",
-}
+TASKS = ("ttt_bundled_ll", "ttt_bundled_rolling")
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +30,8 @@ def run_and_tasks(tmp_path_factory, bundled_bytes):
         + ["--train.batch_size=4", "--data.seq_len=128"]
     )
     assert code == 0 and (run / "final" / "tokenizer.json").is_file()
-    text = bundled_documents()[-1].text  # held-out text: the validation play
-    items = [
-        {"context": text[900 * i : 900 * i + 150].rstrip(), "continuation": text[900 * i + 150 : 900 * i + 190]}
-        for i in range(1, 9)
-    ]
-    docs = [{"text": text[20000 + 2500 * i : 20000 + 2500 * i + 700 + 150 * i]} for i in range(4)]
-    (root / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
-    (root / "docs.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs))
-    for name, yaml in TASKS.items():
-        (root / f"{name}.yaml").write_text(yaml.format(folder=root))
-    return run / "final", root, items, docs
+    items, passages = bundled_items(count=8), bundled_passages(count=4, length=700)
+    return run / "final", write_tasks(root / "tasks", items, passages), items, passages
 
 
 def lm_eval(model_dir: Path, tasks: Path, batch_size: int) -> dict[str, list]:
@@ -76,7 +39,7 @@ def lm_eval(model_dir: Path, tasks: Path, batch_size: int) -> dict[str, list]:
     out = tasks / f"out_bs{batch_size}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tasks / "datasets_cache")}
     command = [sys.executable, "-m", "ttt.cli", "lm-eval", "run", "--model", "hf"]
-    command += ["--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", "ttt_ll,ttt_rolling"]
+    command += ["--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", ",".join(TASKS)]
     command += ["--include_path", str(tasks), "--batch_size", str(batch_size), "--device", "cpu"]
     command += ["--output_path", str(out), "--log_samples"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
@@ -106,20 +69,23 @@ def direct(model_dir: Path, items: list[dict], docs: list[dict]) -> dict[str, li
 
     ll = [scored(tokenizer(i["context"]).input_ids, tokenizer(i["continuation"]).input_ids) for i in items]
     rolling = [scored([tokenizer.bos_token_id], tokenizer(d["text"]).input_ids)[0] for d in docs]
-    return {"ttt_ll": ll, "ttt_rolling": rolling}
+    return {"ttt_bundled_ll": ll, "ttt_bundled_rolling": rolling}
 
 
 def test_lm_eval_batch_sizes_agree_and_equal_the_model(run_and_tasks):
     model_dir, tasks, items, docs = run_and_tasks
     one, four = lm_eval(model_dir, tasks, 1), lm_eval(model_dir, tasks, 4)
     expected = direct(model_dir, items, docs)
-    ll_one = [float(r[0]) for r in one["ttt_ll"]]
-    ll_four = [float(r[0]) for r in four["ttt_ll"]]
+    ll_one = [float(r[0]) for r in one["ttt_bundled_ll"]]
+    ll_four = [float(r[0]) for r in four["ttt_bundled_ll"]]
     assert len(ll_one) == len(items)
     assert max(abs(a - b) for a, b in zip(ll_one, ll_four)) < 1e-5
-    assert max(abs(a - e[0]) for a, e in zip(ll_one, expected["ttt_ll"])) < 1e-4
-    assert [r[1] == "True" for r in one["ttt_ll"]] == [e[1] for e in expected["ttt_ll"]]
-    roll_one, roll_four = [float(r) for r in one["ttt_rolling"]], [float(r) for r in four["ttt_rolling"]]
+    assert max(abs(a - e[0]) for a, e in zip(ll_one, expected["ttt_bundled_ll"])) < 1e-4
+    assert [r[1] == "True" for r in one["ttt_bundled_ll"]] == [e[1] for e in expected["ttt_bundled_ll"]]
+    roll_one, roll_four = (
+        [float(r) for r in one["ttt_bundled_rolling"]],
+        [float(r) for r in four["ttt_bundled_rolling"]],
+    )
     assert len(roll_one) == len(docs)
     assert max(abs(a - b) for a, b in zip(roll_one, roll_four)) < 1e-5
-    assert max(abs(a - e) / abs(e) for a, e in zip(roll_one, expected["ttt_rolling"])) < 1e-5
+    assert max(abs(a - e) / abs(e) for a, e in zip(roll_one, expected["ttt_bundled_rolling"])) < 1e-5

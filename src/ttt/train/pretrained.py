@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.utils import logging as hf_logging
 
 from ..atomic import atomic_dir
 from ..data.hf_export import to_hf_tokenizer
@@ -40,8 +41,14 @@ def save_pretrained_folder(
     generation = model.generation_config
     generation.bos_token_id, generation.eos_token_id = tokenizer.bos_id, tokenizer.eos_id
     generation.pad_token_id = tokenizer.eos_id
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp, state_dict=state_dict)
-        hf_tokenizer.save_pretrained(tmp)
-        tokenizer.save(tmp / TTT_TOKENIZER_FOLDER)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one small file: no "Writing model shards" bar inside the trainer's
+    try:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            model.save_pretrained(tmp, state_dict=state_dict)
+            hf_tokenizer.save_pretrained(tmp)
+            tokenizer.save(tmp / TTT_TOKENIZER_FOLDER)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return Path(out)
