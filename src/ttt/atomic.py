@@ -11,6 +11,9 @@ from pathlib import Path
 
 
 def check_target(out: Path, overwrite: bool) -> None:
+    """Raise FileExistsError naming `out` when it is a file, or a non-empty folder and not `overwrite`."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists as a file: give a folder to write to")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
 

@@ -116,6 +116,24 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_generate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Sampling options in their ranges (exit 2 naming the option); the prompt must be valid UTF-8."""
+    if args.temperature < 0:
+        parser.error(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        parser.error(f"--top-p must be in (0, 1] (1 = off), got {args.top_p}")
+    if args.top_k < 0:
+        parser.error(f"--top-k must be >= 0 (0 = off), got {args.top_k}")
+    if args.max_new_tokens < 1:
+        parser.error(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        # the shell passed bytes that are not UTF-8; Python kept them as surrogate escapes
+        raw = args.prompt.encode("utf-8", "surrogateescape")
+        parser.error(f"--prompt is not valid UTF-8 text (bytes {raw[:16]!r}...): pass text in UTF-8")
+
+
 def save_pretrained(args: argparse.Namespace) -> int:
     from .eval import load_run_model
     from .train.pretrained import save_pretrained_folder
@@ -156,6 +174,7 @@ def data_command(args: argparse.Namespace) -> int:
             tokenizer=args.tokenizer,
             text_field=args.text_field,
             seq_len=args.seq_len,
+            val_fraction=args.val_fraction,
             overwrite=args.overwrite,
         )
     else:
@@ -192,7 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
 
-    p = sub.add_parser("train", help="train a model (overrides: --section.key=value, e.g. --train.steps=100)")
+    from .train.config import options_help
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (overrides: --section.key=value, e.g. --train.steps=100)",
+        description="Train a model. Every option below is set as --section.key=value (or in a --config file); values "
+        "out of range are refused before anything runs.",
+        epilog="run options:\n" + options_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", help="a .toml / .yaml / .json run config")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.out_dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -238,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default="byte")
     p.add_argument("--text-field", default="text")
     p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the documents held out for validation (one document: the last share of its text)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=data_command)
 
@@ -279,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "generate":
+        check_generate_args(parser, args)
     try:
         if args.command == "demo":
             from .models import get_preset
@@ -287,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.batch < 1 or args.prompt_len < 1 or args.new_tokens < 0:
                 parser.error("--batch and --prompt-len must be >= 1, --new-tokens >= 0")
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as err:
         print(f"ttt {args.command}: error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:

@@ -65,6 +65,11 @@ def generate_text(
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError(
+            f"sampling options out of range: temperature={temperature} (>= 0, 0 = greedy), top_p={top_p} (in (0, 1]), "
+            f"top_k={top_k} (>= 0)"
+        )
     cache = None
     if load_state is not None:
         from .models import TTTCache

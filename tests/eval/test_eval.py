@@ -111,6 +111,7 @@ def test_untied_checkpoint_without_lm_head_is_refused(tmp_path, bundled_bytes):
     """Only a tied model may lack lm_head.weight (it is the embedding); an untied one would get a random head."""
     from safetensors.torch import load_file, save_file
 
+    from ttt.integrity import write_manifest
     from ttt.train.config import ConfigError
 
     train(tmp_path / "run", bundled_bytes, "--train.steps=1", "--model.tie_word_embeddings=false")
@@ -118,5 +119,6 @@ def test_untied_checkpoint_without_lm_head_is_refused(tmp_path, bundled_bytes):
     state = load_file(ckpt / "model.safetensors")
     del state["lm_head.weight"]
     save_file(state, ckpt / "model.safetensors")
+    write_manifest(ckpt)  # a checkpoint written that way (not damaged afterwards: the manifest would name that)
     with pytest.raises(ConfigError, match="lm_head.weight"):
         load_run_model(ckpt)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ttt.integrity import DamagedFileError
 from ttt.train.checkpoint import checkpoint_dirs, load_checkpoint
 
 from .helpers import SMALL, losses, train
@@ -80,3 +81,20 @@ def test_sigkill_mid_checkpoint_write_then_resume(tmp_path, bundled_bytes, unbro
     assert child(out, bundled_bytes, resume=True).wait() == 0
     assert losses(out) == unbroken
     assert not list((out / "checkpoints").glob(".step_*")), "stale temporary folders are cleaned up"
+
+
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path, bundled_bytes, unbroken):
+    """Killed while writing step 12, and the newest complete checkpoint (step 8) was damaged afterwards (truncated
+    model file): --resume names it, sets it aside, resumes from step 4 and reaches the unbroken run's losses."""
+    out = tmp_path / "run"
+    assert child(out, bundled_bytes, resume=False, env={"CRASH_IN_CHECKPOINT_WRITE": "12"}).wait() == -signal.SIGKILL
+    assert [p.name for p in checkpoint_dirs(out / "checkpoints")] == ["step_00000004", "step_00000008"]
+    damaged = out / "checkpoints" / "step_00000008" / "model.safetensors"
+    with open(damaged, "r+b") as fh:
+        fh.truncate(damaged.stat().st_size // 2)
+    with pytest.raises(DamagedFileError, match="step_00000008/model.safetensors"):
+        load_checkpoint(damaged.parent)
+    proc = child(out, bundled_bytes, resume=True)
+    assert proc.wait() == 0
+    assert losses(out) == unbroken
+    assert (out / "checkpoints" / "damaged_step_00000008" / "model.safetensors").is_file(), "kept for inspection"

@@ -126,8 +126,17 @@ def map_param(path: tuple[str, ...]) -> tuple[str, Callable[[Tensor], Tensor]] |
     return None
 
 
+REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
 def config_from_jax(model_config: dict) -> TTTConfig:
-    """The JAX ModelConfig dict (metadata.pkl's model_config) -> TTTConfig."""
+    """The JAX ModelConfig dict (metadata.pkl's model_config) -> TTTConfig.
+
+    Raises ValueError for an unknown seq_modeling_block or a model_config without the model's sizes.
+    """
+    missing = [key for key in REQUIRED_KEYS if key not in model_config]
+    if missing:
+        raise ValueError(f"model_config lacks {', '.join(missing)}: not a ttt-lm-jax ModelConfig")
     block = model_config.get("seq_modeling_block", "ttt_linear")
     if block not in JAX_BLOCK_ALIASES:
         raise ValueError(f"unknown seq_modeling_block {block!r}; known: {', '.join(JAX_BLOCK_ALIASES)}")
@@ -187,7 +196,10 @@ def config_from_flags(
 
 
 def find_checkpoint(ckpt: str | os.PathLike) -> Path:
-    """A streaming file, or a folder holding one (params preferred over a full train state)."""
+    """A streaming file, or a folder holding one (params preferred over a full train state).
+
+    Raises FileNotFoundError naming `ckpt` when it does not exist or is a folder without a streaming file.
+    """
     path = Path(ckpt)
     if path.is_file():
         return path
@@ -195,19 +207,59 @@ def find_checkpoint(ckpt: str | os.PathLike) -> Path:
         for name in STREAMING_FILES:
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{path} holds no {' or '.join(STREAMING_FILES)} file")
-    raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(
+            f"{path} holds no {' or '.join(STREAMING_FILES)} file: expected an EasyLM (ttt-lm-jax) checkpoint folder"
+        )
+    raise FileNotFoundError(f"no checkpoint at {path}: expected an EasyLM (ttt-lm-jax) checkpoint folder")
 
 
 def read_metadata(ckpt_file: Path) -> dict | None:
-    """metadata.pkl next to the checkpoint, as plain data (None when absent)."""
+    """metadata.pkl next to the checkpoint, as plain data (None when absent).
+
+    Raises ValueError naming the file when it does not unpickle to a dict (not EasyLM checkpoint metadata).
+    """
     meta = ckpt_file.parent / "metadata.pkl"
     if not meta.is_file():
         return None
-    data = safe_load(meta.read_bytes())
+    try:
+        data = safe_load(meta.read_bytes())
+    except Exception as err:  # a foreign or corrupted pickle fails in many ways (UnpicklingError, EOFError, ...)
+        raise ValueError(
+            f"{meta} is not an EasyLM/flax checkpoint metadata file (it does not unpickle: {type(err).__name__}: "
+            f"{err}); replace it with the checkpoint's own metadata.pkl, or remove it and give the config "
+            "(CLI: --preset SIZE --block BLOCK)"
+        ) from err
     if not isinstance(data, dict):
-        raise ValueError(f"{meta}: expected a dict, got {type(data).__name__}")
+        raise ValueError(
+            f"{meta} is not an EasyLM/flax checkpoint metadata file: it holds a {type(data).__name__}, not a dict"
+        )
     return data
+
+
+def config_from_metadata(ckpt: Path, ckpt_file: Path) -> TTTConfig:
+    """The config recorded in the metadata.pkl beside `ckpt_file` (`ckpt`: the path the caller gave).
+
+    Raises ValueError naming the path when there is no metadata.pkl or it holds no usable model_config.
+    """
+    meta = read_metadata(ckpt_file)
+    meta_path = ckpt_file.parent / "metadata.pkl"
+    if meta is None:
+        if ckpt.is_file():
+            raise ValueError(
+                f"{ckpt} is a file with no metadata.pkl beside it: expected an EasyLM (ttt-lm-jax) checkpoint folder "
+                f"holding {' or '.join(STREAMING_FILES)} and metadata.pkl; or, for a bare streaming file, give the "
+                "config (CLI: --preset SIZE --block BLOCK)"
+            )
+        raise ValueError(f"{ckpt} has no metadata.pkl: give the config (CLI: --preset SIZE --block BLOCK)")
+    if not isinstance(meta.get("model_config"), dict):
+        raise ValueError(
+            f"{meta_path} has no model_config: not the metadata of an EasyLM (ttt-lm-jax) checkpoint; give the "
+            "config (CLI: --preset SIZE --block BLOCK)"
+        )
+    try:
+        return config_from_jax(meta["model_config"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{meta_path}: {err}") from err
 
 
 def read_params(ckpt_file: Path, config: TTTConfig, dtype: torch.dtype) -> dict[str, Tensor]:
@@ -268,18 +320,19 @@ def from_jax(
 
     The config comes from `config` if given, else from the checkpoint's metadata.pkl. Nothing is left in `out_dir`
     unless the whole conversion succeeds.
+
+    Raises FileNotFoundError when there is no checkpoint at `ckpt`, FileExistsError for an `out_dir` in use
+    (without `overwrite`), CheckpointFormatError (a ValueError) naming the file for a streaming file that is not
+    one or is truncated, and ValueError naming the file or folder for a missing or foreign metadata.pkl or
+    parameters that do not fit the config.
     """
     ckpt_file = find_checkpoint(ckpt)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists as a file: give a folder to write the converted model to")
     check_target(out, overwrite)
     if config is None:
-        meta = read_metadata(ckpt_file)
-        if meta is None or not isinstance(meta.get("model_config"), dict):
-            raise ValueError(
-                f"{ckpt_file.parent} has no readable metadata.pkl with a model_config: give the config "
-                "(CLI: --preset SIZE --block BLOCK)"
-            )
-        config = config_from_jax(meta["model_config"])
+        config = config_from_metadata(Path(ckpt), ckpt_file)
     state = read_params(ckpt_file, config, dtype)
     config.dtype = dtype
     config.architectures = ["TTTForCausalLM"]
@@ -298,6 +351,7 @@ __all__ = [
     "PARAM_MAP",
     "config_from_flags",
     "config_from_jax",
+    "config_from_metadata",
     "find_checkpoint",
     "from_jax",
     "map_param",

@@ -8,6 +8,7 @@ the caller asks for, so a multi-GB train state is never held in memory whole.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,11 +45,21 @@ def decode_array(blob: bytes, where: str) -> torch.Tensor:
         raise CheckpointFormatError(f"{where}: chunked arrays (> 1 GiB per leaf) are not supported")
     if not isinstance(ext, msgpack.ExtType) or ext.code not in (FLAX_NDARRAY_EXT, FLAX_SCALAR_EXT):
         raise CheckpointFormatError(f"{where}: value is not a flax ndarray record")
-    shape, dtype_name, data = msgpack.unpackb(ext.data, raw=False)
+    try:
+        shape, dtype_name, data = msgpack.unpackb(ext.data, raw=False)
+    except Exception as err:
+        raise CheckpointFormatError(f"{where}: value is not a flax ndarray record ({err})") from err
+    if not (
+        isinstance(shape, (list, tuple))
+        and all(isinstance(n, int) and n >= 0 for n in shape)
+        and isinstance(dtype_name, str)
+        and isinstance(data, bytes)
+    ):
+        raise CheckpointFormatError(f"{where}: value is not a flax ndarray record (not [shape, dtype, bytes])")
     if dtype_name not in DTYPES:
         raise CheckpointFormatError(f"{where}: unsupported dtype {dtype_name!r}")
     dtype = DTYPES[dtype_name]
-    expected = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()  # Python ints: no overflow
     if len(data) != expected:
         raise CheckpointFormatError(f"{where}: {len(data)} bytes for shape {shape} {dtype_name}, expected {expected}")
     if not data:
@@ -61,9 +72,12 @@ def iter_records(
 ) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
     """Yield (key, tensor) for each record whose key `want` accepts, in file order, decoding one at a time.
 
-    Raises CheckpointFormatError on a file that is not such a checkpoint or that ends inside a record.
+    Raises CheckpointFormatError naming `path` on a file that is not such a checkpoint or that ends inside a
+    record, FileNotFoundError when there is no such file.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no EasyLM streaming checkpoint file at {path}")
     size = path.stat().st_size
     if size == 0:
         raise CheckpointFormatError(f"{path}: empty file")
@@ -87,7 +101,7 @@ def iter_records(
                 count += 1
                 if want(key):
                     yield key, decode_array(record[1], f"{path} record {'/'.join(key)}")
-        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as err:
+        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as err:
             if isinstance(err, CheckpointFormatError):
                 raise
             raise CheckpointFormatError(f"{path}: not an EasyLM streaming checkpoint ({err})") from err

@@ -30,7 +30,10 @@ from .tokenizer import Tokenizer
 
 FORMAT = "ttt-tokens/1"
 LAYOUT = "each document is [BOS] + tokens + [EOS]; documents concatenated in source order, no padding"
-SPLIT_RULE = "val = first round(val_fraction * n), clipped to [1, n - 1], documents ranked by sha256(f'{seed}:{id}')"
+SPLIT_RULE = (
+    "val = first round(val_fraction * n), clipped to [1, n - 1], documents ranked by sha256(f'{seed}:{id}'); "
+    "a single document: its last round(val_fraction * characters) characters, as ID#val (the rest ID#train)"
+)
 # Documents encoded per tokenizer call: large enough for the BPE backend's parallel batch encoding.
 _ENCODE_BATCH = 64
 
@@ -50,11 +53,21 @@ def prepare(
 
     source: "bundled", a folder of .txt files, a .jsonl file (text under `text_field`) or "hf:NAME[:CONFIG]".
     tokenizer: a spec for `get_tokenizer`, or "bpe[:N]" to train a byte-level BPE on the training split.
+    val_fraction: the share of documents held out as "val" (of characters, for a source of one document; see
+    `split_documents`); 0 for no validation split.
     seq_len: when given, fail now unless every split holds at least one window of seq_len + 1 tokens.
     An `out_dir` prepared earlier from the same source, split and tokenizer is reused after verifying its
     checksums; one prepared differently raises `DataError` unless `overwrite=True`.
+
+    Raises `DataError` naming the problem (a missing or empty source, a bad val_fraction or seq_len, an
+    `out_dir` that is a file or an unrelated folder, a split shorter than seq_len + 1 tokens). The inputs are
+    checked before `out_dir` is created, and a folder `prepare` created is removed again when it fails.
     """
     out_dir = Path(out_dir).expanduser()
+    if seq_len is not None and seq_len < 1:
+        raise DataError(f"seq_len must be >= 1, got {seq_len}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     docs = read_documents(source, text_field)
     splits = split_documents(docs, val_fraction, seed)
     request = {
@@ -90,7 +103,26 @@ def prepare(
         },
         "splits": {},
     }
+    created = _first_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_prepared(out_dir, splits, tok, dtype, manifest, seq_len)
+    except BaseException:
+        if created is not None:  # everything below it is ours: never leave an empty or half-written folder
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    return PreparedData(out_dir, manifest, tok)
+
+
+def _write_prepared(
+    out_dir: Path,
+    splits: dict[str, list[Document]],
+    tok: Tokenizer,
+    dtype: np.dtype,
+    manifest: dict[str, Any],
+    seq_len: int | None,
+) -> None:
+    """Write the token files, the tokenizer and (last) the manifest into the existing folder `out_dir`."""
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
     written: list[Path] = []
     try:
@@ -109,7 +141,16 @@ def prepare(
     manifest_tmp = out_dir / f"{MANIFEST_FILE}.tmp"
     manifest_tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     manifest_tmp.replace(out_dir / MANIFEST_FILE)
-    return PreparedData(out_dir, manifest, tok)
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder` and its parents that does not exist yet (None when `folder` exists)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
 
 
 def _write_split(
@@ -148,8 +189,10 @@ def _read_existing(out_dir: Path, overwrite: bool) -> dict[str, Any] | None:
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
         return read_manifest(manifest_path)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"out_dir {str(out_dir)!r} is a file, not a folder")
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file, not a folder" if existing == out_dir else f"is inside {str(existing)!r}, a file"
+        raise DataError(f"out_dir {str(out_dir)!r} {where}; give a folder path")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise DataError(
             f"out_dir {str(out_dir)!r} is not empty and holds no {MANIFEST_FILE} (not prepared data, or an "

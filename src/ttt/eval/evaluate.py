@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +92,47 @@ def evaluate_run(
     diagnostics: bool = True,
     label: list[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Evaluate each of `paths` (run or checkpoint folders) on its run's validation split (at most `max_windows`
+    windows) and write eval.json, per_position.csv/.png (and inner_loop_*.csv/.png with `diagnostics`) to
+    `out_dir`; return one result dict per path.
+
+    Raises ValueError for max_windows < 1 or a `label` list of another length than `paths`, FileExistsError when
+    `out_dir` is an existing file, FileNotFoundError for a path that is neither a checkpoint nor a run folder.
+    The arguments are checked before `out_dir` is created, and a folder created here is removed on failure.
+    """
+    if isinstance(max_windows, bool) or not isinstance(max_windows, Integral) or max_windows < 1:
+        raise ValueError(f"max_windows must be an integer >= 1 (the validation windows to score), got {max_windows!r}")
+    if not paths:
+        raise ValueError("no checkpoints to evaluate: give at least one run or checkpoint folder")
+    if label is not None and len(label) != len(paths):
+        raise ValueError(f"label has {len(label)} names for {len(paths)} paths")
+    out = Path(out_dir).expanduser()
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "exists as a file" if existing == out else f"is inside {str(existing)!r}, a file"
+        raise FileExistsError(
+            f"the output folder {str(out)!r} {where}: give a folder for eval.json and the plots (--out DIR)"
+        )
+    for path in paths:
+        resolve_checkpoint(path)
+    created = next((p for p in reversed((out, *out.parents)) if not p.exists()), None)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _evaluate(paths, out, max_windows, diagnostics, label)
+    except BaseException:
+        if created is not None:  # everything below it was written here: leave nothing half-done behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _evaluate(
+    paths: list[str | Path], out: Path, max_windows: int, diagnostics: bool, label: list[str] | None
+) -> list[dict[str, Any]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rows = []

@@ -9,6 +9,8 @@ Block (Mamba backbone when pre_conv / share_qk / use_gate are on; Transformer ba
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,6 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ..hf_compat import CACHE_NAME, output_cache, pick_cache, reject_unknown
+from ..integrity import DamagedFileError, verify_manifest, write_manifest
 from ..layers import TTT_LAYERS, CausalConv1d, Packing, TTTBase, TTTLayerState
 from .cache import TTTCache
 from .configuration import TTTConfig
@@ -144,6 +147,30 @@ class TTTPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
 
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """transformers' save_pretrained, then a checksum manifest of the folder (`checksums.json`, see
+        ttt.integrity) that `from_pretrained` verifies."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_manifest(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' from_pretrained; a local folder's checksum manifest is verified first, and a weights file
+        that cannot be decoded is named.
+
+        Raises DamagedFileError (a ValueError) naming the damaged file."""
+        folder = Path(str(pretrained_model_name_or_path))
+        if folder.is_dir():
+            verify_manifest(folder)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError" and "safetensors" not in type(err).__module__:
+                raise
+            weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else [folder]
+            raise DamagedFileError(weights[0] if weights else folder, f"cannot be read: {err}") from err
+
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # generate must not build a DynamicCache: the model builds its own fixed-size TTTCache
@@ -168,6 +195,9 @@ class TTTModel(TTTPreTrainedModel):
     def _check_inputs(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> None:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
+        given = input_ids if input_ids is not None else inputs_embeds
+        if given.dim() >= 1 and given.shape[0] == 0:
+            raise ValueError("the input has no rows (batch size 0): give at least one sequence")
         if input_ids is not None:
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must be 2-D [batch, seq_len], got shape {tuple(input_ids.shape)}")
@@ -289,6 +319,17 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    def generate(self, inputs: Tensor | None = None, *args, **kwargs):
+        """transformers' `generate`, refusing an empty prompt (a TTT model needs at least one token to read: give
+        the BOS id) instead of failing inside transformers. Raises ValueError for a prompt of zero tokens or rows."""
+        prompt = inputs if inputs is not None else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        if isinstance(prompt, Tensor) and prompt.dim() >= 2 and (prompt.shape[0] == 0 or prompt.shape[1] == 0):
+            raise ValueError(
+                f"generate needs a prompt of at least one token per row, got shape {tuple(prompt.shape)}: start "
+                f"from the BOS token (bos_token_id={self.config.bos_token_id})"
+            )
+        return super().generate(inputs, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens

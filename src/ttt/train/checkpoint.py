@@ -3,7 +3,8 @@
 Each checkpoint is a folder `step_XXXXXXXX` holding the model (safetensors), the optimizer state, the RNG states,
 the data position and the trainer state. It is written under a temporary name and renamed into place, so a
 folder with the final name is always complete; the newest complete one is the one resumed from. The last K are
-kept.
+kept. Each holds a checksum manifest (`checksums.json`): a file damaged afterwards (disk, copy, hand) is named on
+load, and `--resume` falls back to the newest intact checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_dir
+from ..integrity import DamagedFileError, verify_manifest, write_manifest
 
 PREFIX = "step_"
+FILES = ("model.safetensors", "optimizer.pt", "trainer_state.json")
 
 
 def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
@@ -69,18 +73,40 @@ def save_checkpoint(
         save_file(tensors, tmp / "model.safetensors")
         torch.save({"optimizer": optimizer_state, "rng": rng_state()}, tmp / "optimizer.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+        write_manifest(tmp)
     for old in checkpoint_dirs(root)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return root / f"{PREFIX}{step:08d}"
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(model state, {"optimizer", "rng"}, trainer state) of one checkpoint folder."""
+    """(model state, {"optimizer", "rng"}, trainer state) of one checkpoint folder.
+
+    Raises FileNotFoundError when a file is missing, DamagedFileError naming the file when it does not match the
+    checkpoint's checksum manifest or cannot be read."""
     path = Path(path)
-    missing = [n for n in ("model.safetensors", "optimizer.pt", "trainer_state.json") if not (path / n).is_file()]
+    missing = [n for n in FILES if not (path / n).is_file()]
     if missing:
         raise FileNotFoundError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
-    model_state = load_file(path / "model.safetensors")
-    extra = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-    trainer_state = json.loads((path / "trainer_state.json").read_text())
+    verify_manifest(path)
+    model_state = _read(path / "model.safetensors", load_file)
+    extra = _read(path / "optimizer.pt", lambda f: torch.load(f, map_location="cpu", weights_only=False))
+    trainer_state = _read(path / "trainer_state.json", lambda f: json.loads(f.read_text()))
     return model_state, extra, trainer_state
+
+
+def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
+    try:
+        return reader(path)
+    except Exception as err:  # any failure to decode the file: name it (a manifest catches most of these first)
+        raise DamagedFileError(path, f"cannot be read: {type(err).__name__}: {str(err)[:200]}") from err
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename a damaged checkpoint `step_X` to `damaged_step_X` (kept for inspection; never resumed from)."""
+    target = folder.with_name("damaged_" + folder.name)
+    suffix = 1
+    while target.exists():
+        target, suffix = folder.with_name(f"damaged{suffix}_{folder.name}"), suffix + 1
+    os.replace(folder, target)
+    return target

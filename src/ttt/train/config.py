@@ -10,74 +10,105 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
 
 class ConfigError(ValueError):
     pass
 
 
-@dataclass
+# Every option is a pydantic field: its type, default, valid range (ge/gt/le/lt or a Literal) and meaning live here,
+# are checked when a value is set (file, command line, or attribute assignment), and `ttt train --help` is generated
+# from them. tests/train/test_config_ranges.py fails for a numeric option added without a range.
+STRICT = ConfigDict(validate_assignment=True, extra="forbid", arbitrary_types_allowed=False)
+
+
+@dataclass(config=STRICT)
 class ModelSection:
-    name: str = "ttt-linear-tiny"  # a ttt preset, or transformer++-SIZE / mamba-SIZE (matched to ttt-linear-SIZE)
-    gradient_checkpointing: bool = False  # activation checkpointing per block
-    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (--model.hidden_size=128)
+    name: str = Field("ttt-linear-tiny", description="a ttt preset, or transformer++-SIZE / mamba-SIZE")
+    gradient_checkpointing: bool = Field(False, description="activation checkpointing per block")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="model config fields (--model.hidden_size=128), checked against the model"
+    )
 
 
-@dataclass
+@dataclass(config=STRICT)
 class DataSection:
-    source: str = "bundled"  # "bundled", a folder of .txt, a .jsonl file, or hf:NAME
-    tokenizer: str = "byte"  # "byte", "bpe" / "bpe:VOCAB", or a local HF tokenizer folder
-    seq_len: int = 256
-    text_field: str = "text"
-    prepared_dir: str = ""  # default: OUT_DIR/data
+    source: str = Field("bundled", description="bundled, a folder of .txt, a .jsonl file, or hf:NAME")
+    tokenizer: str = Field("byte", description="byte, bpe / bpe:VOCAB, or a local Hugging Face tokenizer folder")
+    seq_len: int = Field(256, ge=1, description="tokens per training window")
+    text_field: str = Field("text", description="the text field of .jsonl / hf: sources")
+    prepared_dir: str = Field("", description="where the tokenized data lives (default: OUT_DIR/data)")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class OptimSection:
-    lr: float = 3e-3
-    end_lr: float = 1e-5
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.1
-    decay_norms_and_biases: bool = True  # the official JAX code decays every parameter
-    clip: float = 1.0
-    warmup_fraction: float = 0.1
-    # TTT-MLP's inner learning rate warms up from this to ttt_base_lr over the outer warmup (official scripts:
-    # 0.01 -> 0.1); -1 means "the official default for the layer type" (on for mlp, off for linear), 0 = off
-    ttt_base_lr_init: float = -1.0
+    lr: float = Field(3e-3, gt=0, description="peak AdamW learning rate")
+    end_lr: float = Field(1e-5, ge=0, description="learning rate at the end of the cosine decay")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
+    decay_norms_and_biases: bool = Field(True, description="decay every parameter, as the official JAX code")
+    clip: float = Field(1.0, gt=0, description="gradient-norm clipping threshold")
+    warmup_fraction: float = Field(0.1, ge=0, le=1, description="fraction of the steps with linear warmup")
+    ttt_base_lr_init: float = Field(
+        -1.0,
+        ge=-1,
+        description="TTT-MLP's inner learning rate warms up from this to ttt_base_lr over the outer warmup "
+        "(-1: the official default for the layer type, 0: off)",
+    )
+
+    @field_validator("ttt_base_lr_init")
+    @classmethod
+    def _minus_one_or_rate(cls, value: float) -> float:
+        if value < 0 and value != -1:
+            raise ValueError("must be -1 (the layer type's default) or a rate >= 0")
+        return value
 
 
-@dataclass
+@dataclass(config=STRICT)
 class TrainSection:
-    out_dir: str = "runs/ttt"
-    steps: int = 200
-    batch_size: int = 8  # sequences per optimizer step, over all processes
-    micro_batch_size: int = 0  # sequences per forward on one process; 0 = all of its share
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 0
-    eval_batches: int = 8
-    ckpt_every: int = 50
-    keep_last: int = 3
-    compile: bool = False
-    dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or float32 / bfloat16
-    fsdp: bool = False  # under torchrun: FSDP2 (fully_shard per block) instead of DDP
-    tensorboard: bool = False  # also write the metrics as TensorBoard scalars (needs the tensorboard package)
-    max_nonfinite_steps: int = 3  # consecutive steps skipped for a non-finite loss/gradient before the run stops
+    out_dir: str = Field("runs/ttt", description="the run folder (config, metrics, checkpoints, final/)")
+    steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="sequences per optimizer step, over all processes")
+    micro_batch_size: int = Field(
+        0, ge=0, description="sequences per forward on one process (gradient accumulation); 0 = all of its share"
+    )
+    seed: int = Field(0, ge=0, description="seed of the initialisation and the data order")
+    log_every: int = Field(10, ge=1, description="steps between tokens/s records")
+    eval_every: int = Field(0, ge=0, description="steps between validation losses; 0 = never")
+    eval_batches: int = Field(8, ge=1, description="validation batches per evaluation")
+    ckpt_every: int = Field(50, ge=1, description="steps between checkpoints (and the last step)")
+    keep_last: int = Field(3, ge=0, description="checkpoints kept (the newest); 0 = keep every checkpoint")
+    compile: bool = Field(False, description="torch.compile the model")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, float32 on CPU"
+    )
+    fsdp: bool = Field(False, description="under torchrun: FSDP2 (fully_shard per block) instead of DDP")
+    tensorboard: bool = Field(False, description="also write TensorBoard scalars (needs the tensorboard package)")
+    max_nonfinite_steps: int = Field(
+        3, ge=0, description="consecutive steps skipped for a non-finite loss/gradient before the run stops"
+    )
 
 
-@dataclass
+@dataclass(config=STRICT)
 class RunConfig:
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    optim: OptimSection = field(default_factory=OptimSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    """One training run's whole configuration: four sections of typed, range-checked options.
+
+    Raises ConfigError (from `set_value`, `from_dict`, `load_run_config`) naming the option, the value and its valid
+    range for a bad value, and naming the key for an unknown one."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    train: TrainSection = Field(default_factory=TrainSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,35 +124,22 @@ class RunConfig:
         return cfg
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON, atomically (a temporary file renamed into place)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
 
-SECTIONS = {f.name for f in dataclasses.fields(RunConfig)}
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            return None
-        return _coerce(value, args[0], where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if annotation in (int, float):
-        if isinstance(value, bool) or (annotation is int and isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{where} must be {annotation.__name__}, got {value!r}")
-        try:
-            return annotation(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be {annotation.__name__}, got {value!r}") from None
-    if annotation is str:
-        return str(value)
-    return value
+SECTIONS_IN_ORDER = [f.name for f in dataclasses.fields(RunConfig)]
+SECTIONS = set(SECTIONS_IN_ORDER)
+OPTIONS: dict[str, dict[str, Any]] = {
+    name: dict(cls.__pydantic_fields__)
+    for name, cls in (("model", ModelSection), ("data", DataSection), ("optim", OptimSection), ("train", TrainSection))
+}
+OPTION_TYPES: dict[str, dict[str, Any]] = {
+    section: {key: info.annotation for key, info in fields.items()} for section, fields in OPTIONS.items()
+}
 
 
 def parse_literal(text: str) -> Any:
@@ -132,20 +150,57 @@ def parse_literal(text: str) -> Any:
         return text
 
 
+def option_range(section: str, key: str) -> str:
+    """The valid values of an option in words ("a number > 0", "one of auto, float32, bfloat16", ...)."""
+    info = OPTIONS[section][key]
+    kind = OPTION_TYPES[section][key]
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(kind)))
+    bounds = []
+    for item in info.metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(item, attr, None) is not None:
+                bounds.append(f"{symbol} {getattr(item, attr)}")
+    name = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(kind, "a table")
+    return name + (" " + " and ".join(bounds) if bounds else "")
+
+
 def set_value(cfg: RunConfig, section: str, key: str, value: Any) -> None:
+    """Set `section.key` to `value` (checked); unknown keys of `model` are model-config overrides.
+
+    Raises ConfigError naming the option, the value and the valid range."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(sorted(SECTIONS))}")
     target = getattr(cfg, section)
-    hints = typing.get_type_hints(type(target))
     if section == "model" and key == "overrides" and isinstance(value, dict):
         target.overrides.update(value)
-    elif key in hints and key != "overrides":
-        setattr(target, key, _coerce(value, hints[key], f"{section}.{key}"))
+    elif key in OPTIONS[section] and key != "overrides":
+        try:
+            setattr(target, key, value)
+        except ValidationError as err:
+            reason = err.errors()[0]["msg"]
+            raise ConfigError(
+                f"{section}.{key}={value!r} is not valid: {reason} (valid: {option_range(section, key)})"
+            ) from None
     elif section == "model":
         target.overrides[key] = value
     else:
-        keys = ", ".join(k for k in hints if k != "overrides")
+        keys = ", ".join(k for k in OPTIONS[section] if k != "overrides")
         raise ConfigError(f"unknown config key {section}.{key}; keys of [{section}]: {keys}")
+
+
+def options_help() -> str:
+    """Every option as `--section.key=TYPE  default D, valid range: meaning`, from the typed config."""
+    lines = []
+    for section in SECTIONS_IN_ORDER:
+        for key, info in OPTIONS[section].items():
+            if key == "overrides":
+                continue
+            default = info.default if info.default_factory is None else info.default_factory()
+            lines.append(f"  --{section}.{key}  (default {default!r}; {option_range(section, key)})")
+            lines.append(f"      {info.description}")
+    lines.append("  --model.FIELD=VALUE  any model config field of the chosen model (e.g. --model.hidden_size=128)")
+    return "\n".join(lines)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -35,7 +35,8 @@ def _ttt_reference(size: str, vocab_size: int, overrides: dict[str, Any]) -> tup
 
 def _check_keys(overrides: dict[str, Any], config_cls: type, name: str) -> None:
     known = {f.name for f in dataclasses.fields(config_cls)} if dataclasses.is_dataclass(config_cls) else set()
-    unknown = sorted(k for k in overrides if known and k not in known)
+    known |= set(config_cls().to_dict())
+    unknown = sorted(k for k in overrides if k not in known)
     if unknown:
         raise ConfigError(f"unknown model config key(s) for {name}: {', '.join(unknown)}")
 
@@ -92,7 +93,9 @@ def build_model(name: str, vocab_size: int, overrides: dict[str, Any] | None = N
             if size not in SIZES:
                 raise ConfigError(f"unknown size {size!r} in {name!r}; sizes: {', '.join(SIZES)}")
             if kind == "transformer++":
+                _check_keys(overrides, LlamaConfig, name)
                 return LlamaForCausalLM(llama_matched(size, vocab_size, overrides))
+            _check_keys(overrides, MambaConfig, name)
             return MambaForCausalLM(mamba_matched(size, vocab_size, overrides))
         _check_keys(overrides, TTTConfig, name)
         return TTTForCausalLM(get_preset(name, vocab_size=vocab_size, **overrides))

@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 from ..atomic import atomic_dir
 from ..data.hf_export import to_hf_tokenizer
 from ..data.tokenizer import Tokenizer
+from ..integrity import write_manifest
 
 FINAL_FOLDER = "final"  # RUN/final: written by the trainer at the last step
 TTT_TOKENIZER_FOLDER = "ttt_tokenizer"  # our own tokenizer files (what `ttt` commands load), beside HF's
@@ -48,6 +49,7 @@ def save_pretrained_folder(
             model.save_pretrained(tmp, state_dict=state_dict)
             hf_tokenizer.save_pretrained(tmp)
             tokenizer.save(tmp / TTT_TOKENIZER_FOLDER)
+            write_manifest(tmp)  # over the tokenizer files too
     finally:
         if bars:
             hf_logging.enable_progress_bar()

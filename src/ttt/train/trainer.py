@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,7 +31,8 @@ from torch.distributed.checkpoint.state_dict import (
 from ..data import PreparedData, load_prepared, prepare
 from ..data.tokenizer import Tokenizer
 from ..hf_compat import enable_activation_checkpointing
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from ..integrity import DamagedFileError
+from .checkpoint import checkpoint_dirs, latest_checkpoint, load_checkpoint, save_checkpoint, set_aside, set_rng_state
 from .config import ConfigError, RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, unwrap, wrap_model
 from .models import build_model, count_params
@@ -68,14 +71,10 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
 
     def _validate(self) -> None:
-        t = self.cfg.train
-        for name in ("steps", "batch_size", "ckpt_every", "log_every"):
-            if getattr(t, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
-        if self.cfg.data.seq_len < 1:
-            raise ConfigError(f"data.seq_len must be >= 1, got {self.cfg.data.seq_len}")
-        if t.max_nonfinite_steps < 0:
-            raise ConfigError(f"train.max_nonfinite_steps must be >= 0, got {t.max_nonfinite_steps}")
+        """What the typed config cannot check alone (its options' ranges are checked when they are set)."""
+        out = Path(self.cfg.train.out_dir)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"train.out_dir {str(out)!r} is a file, not a folder: choose another train.out_dir")
 
     def prepare_data(self) -> PreparedData:
         d = self.cfg.data
@@ -106,6 +105,7 @@ class Trainer:
                 f"train.out_dir {str(self.out)!r} holds checkpoints of an earlier run (newest: {existing.name}); "
                 "pass --resume (resume=True) to continue it, or choose another train.out_dir"
             )
+        changes = self._config_changes() if self.resume else {}
         torch.manual_seed(t.seed)
         data = self.prepare_data()
         tok = data.tokenizer
@@ -127,10 +127,9 @@ class Trainer:
         start_step = 0
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        latest = existing if self.resume else None
+        latest, checkpoint = self._load_newest_intact(model) if self.resume else (None, None)
         if latest is None and self.resume and info.is_main:
             print(f"no checkpoint under {self.ckpt_dir}: starting from step 0")
-        checkpoint = self._load(latest, model) if latest is not None else None
         # the optimizer is built on the wrapped model: FSDP2 replaces the parameters by sharded ones
         model = wrap_model(model, info, t.fsdp)
         optimizer = build_optimizer(model, cfg.optim)
@@ -138,6 +137,7 @@ class Trainer:
             start_step = self._restore(latest, checkpoint, model, optimizer, loader)
             if info.is_main:
                 self._truncate_metrics(start_step)
+                self._record_config_changes(start_step, changes)
         elif info.is_main:
             # from step 0: records of a run killed before its first checkpoint are not this run's
             self._truncate_metrics(0)
@@ -238,6 +238,37 @@ class Trainer:
         if self.info.is_main:
             print(f"warning: {what}: non-finite, optimizer step skipped ({count} in a row)", flush=True)
 
+    def _config_changes(self) -> dict[str, list[Any]]:
+        """On resume: the options that differ from the run's config.json ({"optim.lr": [old, new]}). Changes that
+        would make the continuation another run (the model, the data, the batch size or seed) raise ConfigError."""
+        path = self.out / "config.json"
+        if not path.is_file():
+            return {}
+        before = _flat(RunConfig.from_dict(json.loads(path.read_text())).to_dict())
+        after = _flat(self.cfg.to_dict())
+        keys = sorted(set(before) | set(after))
+        changed = {k: [before.get(k), after.get(k)] for k in keys if before.get(k) != after.get(k)}
+        fixed = [k for k in changed if k.split(".")[0] in ("model", "data") or k in ("train.batch_size", "train.seed")]
+        if fixed:
+            details = "; ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in fixed)
+            raise ConfigError(
+                f"cannot resume {str(self.out)!r} with changed {', '.join(fixed)} ({details}): another model config, "
+                "other data or another batch order cannot continue this run; start a new run"
+            )
+        return changed
+
+    def _record_config_changes(self, step: int, changed: dict[str, list[Any]]) -> None:
+        """What runs from `step` on is the new config: config.json is rewritten with it and the change appended to
+        config_history.jsonl ({"step", "changed"})."""
+        path = self.out / "config.json"
+        if changed or not path.is_file():
+            self.cfg.save(path)
+        if changed:
+            with open(self.out / "config_history.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "changed": changed}) + "\n")
+            summary = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            print(f"from step {step}: {summary} (recorded in config_history.jsonl)", file=sys.stderr)
+
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric records past the checkpoint resumed from (they are recomputed, identically), and a line that
         a kill cut short."""
@@ -265,6 +296,29 @@ class Trainer:
                 save_pretrained_folder(unwrap(model), final, self.out / FINAL_FOLDER, model_state, overwrite=True)
         barrier(self.info)
 
+    def _load_newest_intact(self, model: nn.Module) -> tuple[Path | None, tuple[dict, dict] | None]:
+        """The newest checkpoint whose files match their checksums and decode, loaded into `model`. Damaged newer
+        ones are named in a warning and renamed `damaged_step_X` (kept, never resumed from). Raises DamagedFileError
+        naming the damage when checkpoints exist but none is intact."""
+        damaged: list[tuple[Path, Exception]] = []
+        found: tuple[Path | None, tuple[dict, dict] | None] = (None, None)
+        for path in reversed(checkpoint_dirs(self.ckpt_dir)):
+            try:
+                found = (path, self._load(path, model))
+                break
+            except (DamagedFileError, FileNotFoundError) as err:
+                damaged.append((path, err))
+        barrier(self.info)
+        if damaged and self.info.is_main:
+            for path, err in damaged:
+                kept = set_aside(path)
+                warnings.warn(f"checkpoint {path.name} is damaged ({err}); set aside as {kept.name}", stacklevel=2)
+            if found[0] is not None:
+                print(f"resuming from the newest intact checkpoint, {found[0].name}", file=sys.stderr)
+        if found[0] is None and damaged:
+            raise DamagedFileError(damaged[0][0], f"no intact checkpoint to resume from; newest: {damaged[0][1]}")
+        return found
+
     def _load(self, path: Path, model: nn.Module) -> tuple[dict, dict]:
         """Read a checkpoint and load its weights into the (not yet wrapped) model, after checking it fits."""
         model_state, extra, trainer_state = load_checkpoint(path)
@@ -291,6 +345,18 @@ class Trainer:
         if self.info.is_main:
             print(f"resumed from {path} (step {trainer_state['step']})")
         return int(trainer_state["step"])
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """{"optim.lr": 0.003, "model.overrides.hidden_size": 64, ...}"""
+    out = {}
+    for section, values in config.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out.update({f"{section}.{key}.{k}": v for k, v in value.items()})
+            else:
+                out[f"{section}.{key}"] = value
+    return out
 
 
 class NonFiniteError(RuntimeError):
