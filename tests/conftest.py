@@ -19,7 +19,7 @@ def bundled_bytes(tmp_path_factory):
 
 
 # The Hugging Face-facing tests (generation, cache, save/load, Auto classes, sessions, the clients that call the
-# model): `.ci/run` also runs them (`-m hf`) against the oldest transformers release the project allows.
+# model), selected by `-m hf`. `.ci/run` runs the whole suite against the newest and the oldest allowed releases.
 HF_FACING = (
     "tests/hf/",
     "tests/models/test_generation.py",
