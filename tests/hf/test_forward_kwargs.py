@@ -90,3 +90,20 @@ def test_assisted_decoding_is_refused_by_transformers_as_stateful(mode):
     cache = TTTCache.from_model(model, 1)
     with pytest.raises(NotImplementedError, match="cannot be cropped"):
         cache.crop(3)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.arange(4)[None],  # too short
+        torch.arange(24)[None].expand(5, -1),  # wrong batch
+        torch.arange(24, dtype=torch.float32)[None],  # not integer
+        torch.arange(24)[None, None],  # 3-D
+    ],
+)
+def test_position_ids_of_the_wrong_shape_or_dtype_are_named(bad):
+    ids, model = ids_and_model()
+    with pytest.raises(ValueError, match="position_ids"):
+        model(ids, position_ids=bad)
+    with pytest.raises(ValueError, match="position_ids"):
+        model(ids, attention_mask=torch.ones_like(ids), position_ids=bad)

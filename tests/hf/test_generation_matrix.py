@@ -119,3 +119,23 @@ def test_two_different_caches_under_both_names_are_refused():
     a, b = TTTCache.from_model(model, 2), TTTCache.from_model(model, 2)
     with pytest.raises(ValueError, match="cache= or as past_key_values="):
         model(ids, cache=a, past_key_values=b)
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_generate_continues_a_filled_cache_under_either_name(name):
+    """A cache that has read all but the last prompt token (as a session holds it), passed to generate under either
+    name, on every supported transformers release (an older release does not know `cache=` as the cache)."""
+    model, ids = tiny_model("ttt-mlp-tiny"), prompt()
+    cache = TTTCache.from_model(model, batch_size=2)
+    with torch.no_grad():
+        model(ids[:, :-1], cache=cache)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, **{name: cache})
+    assert torch.equal(out, recomputed_greedy(model, ids, 6))
+    assert cache.get_seq_length() == ids.shape[1] + 5
+
+
+@pytest.mark.parametrize("layer_type", ["generic", "nadaraya_watson"])
+def test_layers_without_a_fixed_state_generate_by_recomputing(layer_type):
+    model, ids = tiny_model("ttt-linear-tiny", ttt_layer_type=layer_type), prompt()
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
+    assert torch.equal(out, recomputed_greedy(model, ids, 4))

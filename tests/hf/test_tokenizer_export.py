@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from tokenizers import Tokenizer as Backend
 from transformers import AutoTokenizer
 
 from ttt.data import ByteTokenizer, bundled_documents, train_bpe
@@ -53,3 +54,26 @@ def test_special_ids_are_ours(pair):
     ours, hf = pair
     assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (ours.bos_id, ours.eos_id, ours.eos_id)
     assert len(hf) == ours.vocab_size
+
+
+def test_a_hugging_face_tokenizer_is_saved_as_training_used_it(tmp_path, corpus):
+    """A local HF tokenizer whose post-processor adds BOS, and that would match its special tokens in text: the
+    saved copy encodes as training did (no BOS added, specials in text are text) and names the BOS/EOS used."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    from ttt.data import get_tokenizer
+
+    backend = Backend.from_str(train_bpe(corpus, vocab_size=600).backend.to_str())
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A", pair="<|bos|> $A <|bos|> $B", special_tokens=[("<|bos|>", backend.token_to_id("<|bos|>"))]
+    )
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|bos|>", eos_token="<|eos|>").save_pretrained(
+        tmp_path / "source"
+    )
+    ours = get_tokenizer(tmp_path / "source")
+    to_hf_tokenizer(ours).save_pretrained(tmp_path / "saved")
+    hf = AutoTokenizer.from_pretrained(tmp_path / "saved")
+    for text in TRICKY + [doc[:5000] for doc in corpus]:
+        assert hf(text).input_ids == ours.encode(text)
+    assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (ours.bos_id, ours.eos_id, ours.eos_id)

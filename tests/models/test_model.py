@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from ttt import TTTCache, TTTConfig, TTTForCausalLM, TTTModel, get_preset, preset_names
-from ttt.hf_compat import output_cache
+from ttt.hf_compat import enable_activation_checkpointing, output_cache
 
 
 def tiny(preset="ttt-mlp-tiny", **kw) -> TTTForCausalLM:
@@ -211,7 +211,7 @@ def test_gradients_with_a_cache_equal_without():
 
 def test_gradient_checkpointing_refuses_a_cache():
     model = tiny()
-    model.gradient_checkpointing_enable()
+    enable_activation_checkpointing(model)
     model.train()
     ids = torch.randint(0, 256, (2, 20))
     model(ids, labels=ids).loss.backward()  # without a cache it trains

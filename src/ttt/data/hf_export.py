@@ -5,7 +5,8 @@ training did.
 - byte: ids 0-255 are the UTF-8 bytes (a byte-level BPE with no merges whose symbol for byte b has id b), then
   "<|bos|>" = 256 and "<|eos|>" = 257.
 - bpe: the trained `tokenizers` pipeline itself, with its "<|bos|>" / "<|eos|>" specials.
-- hf: the Hugging Face tokenizer it already is.
+- hf: the Hugging Face (fast) tokenizer it wraps, without its post-processor (training added no BOS/EOS through
+  it) and with the BOS/EOS that training used (a tokenizer with only an EOS, like GPT-2's, frames with it twice).
 
 `tokenizer(text)` gives exactly `Tokenizer.encode(text)`: no BOS/EOS added, and text that spells a special token is
 ordinary text (`split_special_tokens=True`). Training frames each document as BOS + text (+ EOS), so prepend
@@ -16,7 +17,7 @@ the bundled corpus and on arbitrary Unicode and bytes (tests/hf/test_tokenizer_e
 from __future__ import annotations
 
 from tokenizers import Tokenizer as Backend
-from tokenizers import decoders, models, pre_tokenizers
+from tokenizers import decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -43,8 +44,17 @@ def to_hf_tokenizer(tokenizer: Tokenizer) -> PreTrainedTokenizerBase:
 
     Raises TypeError for a tokenizer kind this does not know."""
     if isinstance(tokenizer, HFTokenizer):
-        return tokenizer.hf
-    if isinstance(tokenizer, ByteTokenizer):
+        backend = getattr(tokenizer.hf, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError(
+                f"tokenizer {tokenizer.name} is a slow (Python) Hugging Face tokenizer: only fast ones can be saved "
+                "so that they encode exactly as training did"
+            )
+        # training encoded with add_special_tokens=False: drop the post-processor (e.g. Llama's BOS) from the copy
+        backend = Backend.from_str(backend.to_str())
+        backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
+        bos, eos = backend.id_to_token(tokenizer.bos_id), backend.id_to_token(tokenizer.eos_id)
+    elif isinstance(tokenizer, ByteTokenizer):
         backend, bos, eos = _byte_backend(), BOS_TOKEN, EOS_TOKEN
     elif isinstance(tokenizer, BPETokenizer):
         backend, bos, eos = Backend.from_str(tokenizer.backend.to_str()), tokenizer.bos_token, tokenizer.eos_token

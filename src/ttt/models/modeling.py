@@ -246,7 +246,8 @@ class TTTModel(TTTPreTrainedModel):
         if output_attentions:
             raise ValueError("output_attentions=True: TTT layers compute no attention weights")
         if position_ids is not None:
-            check_position_ids(position_ids, attention_mask)
+            given = input_ids if input_ids is not None else inputs_embeds
+            check_position_ids(position_ids, attention_mask, given.shape[0], given.shape[1])
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -319,10 +320,21 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        if not all(block.seq_modeling_block.supports_cache for block in self.model.layers):
+            # no fixed-size state (generic / Nadaraya-Watson layers): generate recomputes the sequence each step
+            self.generation_config.use_cache = False
 
     def generate(self, inputs: Tensor | None = None, *args, **kwargs):
-        """transformers' `generate`, refusing an empty prompt (a TTT model needs at least one token to read: give
-        the BOS id) instead of failing inside transformers. Raises ValueError for a prompt of zero tokens or rows."""
+        """transformers' `generate`. The cache may be passed as `cache=` or `past_key_values=` on every supported
+        release. An empty prompt is refused (a TTT model needs at least one token to read: give the BOS id) instead
+        of failing inside transformers. Raises ValueError for a prompt of zero tokens or rows, or two different
+        caches."""
+        # the cache under the installed transformers' name: from 5.24 `cache=`, before `past_key_values=`. An older
+        # release would not recognise `cache=` as the cache and would feed the whole prompt into it again.
+        other = "past_key_values" if CACHE_NAME == "cache" else "cache"
+        if other in kwargs:
+            given = pick_cache(kwargs.get(CACHE_NAME), kwargs.pop(other))
+            kwargs[CACHE_NAME] = given
         prompt = inputs if inputs is not None else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
         if isinstance(prompt, Tensor) and prompt.dim() >= 2 and (prompt.shape[0] == 0 or prompt.shape[1] == 0):
             raise ValueError(
@@ -433,10 +445,23 @@ def causal_lm_loss(
     return total / num_items_in_batch
 
 
-def check_position_ids(position_ids: Tensor, attention_mask: Tensor | None) -> None:
+def check_position_ids(position_ids: Tensor, attention_mask: Tensor | None, batch: int, seq_len: int) -> None:
     """Refuse position_ids [B, T] (or [T]) that restart or skip inside a row's real tokens: a TTT layer takes its
     positions from the cache and the mask, so such positions (packed sequences) would be silently ignored."""
+    if position_ids.is_floating_point() or position_ids.dim() not in (1, 2):
+        raise ValueError(
+            f"position_ids must be integer, [batch, seq_len] or [seq_len], got {position_ids.dtype} of shape "
+            f"{tuple(position_ids.shape)}"
+        )
     ids = position_ids if position_ids.dim() == 2 else position_ids.reshape(1, -1)
+    if ids.shape[1] != seq_len or ids.shape[0] not in (1, batch):
+        raise ValueError(
+            f"position_ids of shape {tuple(position_ids.shape)} do not fit the input [batch={batch}, seq_len={seq_len}]"
+        )
+    if attention_mask is not None and (
+        attention_mask.dim() != 2 or attention_mask.shape[0] != batch or attention_mask.shape[1] < seq_len
+    ):
+        return  # the mask itself is refused, with its own message, where it is used
     if ids.shape[-1] < 2:
         return
     if attention_mask is None:
