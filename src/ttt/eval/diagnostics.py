@@ -4,10 +4,16 @@ For every TTT layer and token t (per head, then averaged over heads and sequence
 
     ℓ(W0; x_t)       the learned initial weights, no test-time training
     ℓ(W_{t−1}; x_t)  the weights token t−1 read out with (before seeing x_t)
-    ℓ(W_t; x_t)      the weights token t reads out with (after its own gradient step)
+    ℓ(W_t; x_t)      the weights token t reads out with (after its own step)
 
-with ℓ(W; x) = ½ ‖LN(f(k; W)) − (v − k)‖² the layer's self-supervised loss. With mini-batch TTT, W_t is token t's
-effective weights W − tf_i G (G: the lr-weighted gradient sum of its mini-batch up to t).
+with ℓ the layer's own self-supervised loss. Whatever the layer's options (inner optimizer, retention / forget gate,
+inner LN, residual), the loss and the read-out share their conventions, so
+
+    ℓ(W; k, v) = ½ ‖read_out(k, f(k; W)) − v‖²        (residual: read_out(k, y) = k + LN(y); else LN(y) or y)
+
+and the layer's own inner loop run with the query replaced by the key gives ℓ(W_t; x_t) at every token at once;
+with the query of token t−1 replaced by k_t it gives ℓ(W_{t−1}; x_t). The curves therefore follow the layer's form
+and options exactly (tested against the naive token-by-token oracle for each option).
 """
 
 from __future__ import annotations
@@ -15,51 +21,38 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..layers import TTTBase
-from ..ops import ttt_primal_step
-from ..ops.ln import ln_fwd
-from ..ops.state import TTTState, forward_keys, tmap
+from ..layers import TTTMLP, TTTBase, TTTLinear
+from ..ops.ln import TTT_LN_EPS
+from ..ops.state import forward_keys, read_out
 
 
-def inner_loss(params: tuple[Tensor, ...], k: Tensor, v: Tensor, ln: tuple[Tensor, Tensor]) -> Tensor:
-    """ℓ per row and head for one token: k, v [B, H, D], params [B, H, ...] -> [B, H]."""
-    _, preacts = forward_keys(params, k.unsqueeze(-2))
-    y = ln_fwd(preacts[-1], ln[0], ln[1])
-    return 0.5 * (y - (v - k).unsqueeze(-2)).pow(2).sum(-1).squeeze(-1)
-
-
-def effective_params(state: TTTState, token_factor: Tensor, position: Tensor) -> tuple[Tensor, ...]:
-    """W − tf[position] G per row (W itself where G is None or position < 0)."""
-    if state.grad_sums is None:
-        return state.params
-    tf = torch.where(position >= 0, token_factor[position.clamp(min=0)], torch.zeros_like(token_factor[0]))
-    tf = tf.view(-1, 1, 1, 1)
-    return tmap(lambda p, g: p - tf * g, state.params, state.grad_sums)
+def _loss(z: Tensor, v: Tensor) -> Tensor:
+    """½ ‖z − v‖² per token, mean over batch and heads: z, v [B, T, H, D] -> [T]."""
+    return 0.5 * (z - v).pow(2).sum(-1).mean(dim=(0, 2))
 
 
 @torch.no_grad()
 def inner_loss_trace(layer: TTTBase, x: Tensor) -> dict[str, Tensor]:
-    """x: the layer's input [B, T, C]. Returns three [T] curves (mean over batch and heads): "W0", "W_prev", "W_t"."""
+    """x: the layer's input [B, T, C]. Returns three [T] curves (mean over batch and heads): "W0", "W_prev", "W_t".
+
+    Raises TypeError for a layer type other than TTTLinear / TTTMLP (whose inner model is the stack of affine maps
+    these curves are defined for)."""
+    if not isinstance(layer, (TTTLinear, TTTMLP)):
+        raise TypeError(f"inner-loop diagnostics are defined for TTTLinear and TTTMLP, not {type(layer).__name__}")
     q, k, v, lr, state, _ = layer.views(x)
-    tf = layer.token_factor()
-    ln = (layer.ttt_norm_weight.unsqueeze(1), layer.ttt_norm_bias.unsqueeze(1))
-    w0 = state.params
-    curves = {"W0": [], "W_prev": [], "W_t": []}
-    for t in range(x.shape[1]):
-        curves["W0"].append(inner_loss(w0, k[:, t], v[:, t], ln).mean())
-        before = effective_params(state, tf, state.offset - 1)
-        curves["W_prev"].append(inner_loss(before, k[:, t], v[:, t], ln).mean())
-        tf_t = tf[state.offset].view(-1, 1, 1, 1)
-        _, state = ttt_primal_step(
-            q[:, t], k[:, t], v[:, t], lr[:, t], tf, layer.ttt_norm_weight, layer.ttt_norm_bias, state
-        )
-        # token t reads out with W − tf_i G (G including its own gradient); when it closed its mini-batch that is
-        # exactly the new W
-        closed = (state.offset == 0).view(-1, 1, 1, 1)
-        open_weights = tmap(lambda p, g, s=tf_t: p - s * g, state.params, state.grad_sums_or_zeros())
-        after = tmap(lambda p, o, c=closed: torch.where(c, p, o), state.params, open_weights)
-        curves["W_t"].append(inner_loss(after, k[:, t], v[:, t], ln).mean())
-    return {name: torch.stack(values) for name, values in curves.items()}
+    # ℓ(W_t; x_t): the layer's inner loop (its configured form and options) reading out at k_t
+    after, _ = layer.inner_loop(x, k, k, v, lr, state, None)
+    # ℓ(W_{t−1}; x_t): token t−1 reads out at k_t (the last query is unused)
+    before, _ = layer.inner_loop(x, torch.cat([k[:, 1:], k[:, -1:]], 1), k, v, lr, state, None)
+    # ℓ(W0; x_t): the initial weights themselves (no step, no retention)
+    gamma, beta = layer.inner_norm_params()
+    norm = None if gamma is None else (gamma.unsqueeze(1), beta.unsqueeze(1))
+    keys = k.transpose(1, 2)  # [B, H, T, D]
+    _, preacts = forward_keys(state.params, keys)
+    initial = read_out(keys, preacts[-1], norm, layer.inner_residual, TTT_LN_EPS).transpose(1, 2)
+    w0 = _loss(initial, v)
+    w_prev = torch.cat([w0[:1], _loss(before[:, :-1], v[:, 1:])])
+    return {"W0": w0, "W_prev": w_prev, "W_t": _loss(after, v)}
 
 
 def layer_inputs(model: nn.Module, input_ids: Tensor) -> list[tuple[TTTBase, Tensor]]:
