@@ -30,13 +30,39 @@ class TTTLayerState:
     def batch_size(self) -> int:
         return self.ttt.batch_size
 
+    def named_tensors(self) -> dict[str, Tensor]:
+        """Every tensor the layer keeps, by name: the TTT state's (`TTTState.named_tensors`, gradient sums at full
+        size) and the conv states as conv.NAME. Sessions save exactly these; `nbytes` counts them."""
+        return {**self.ttt.named_tensors(), **{f"conv.{name}": t for name, t in self.conv.items()}}
+
+    def load_named(self, named: dict[str, Tensor]) -> None:
+        """Replace this state's tensors by `named` (as `named_tensors` gives them), checked against this state's
+        shapes and dtypes. Raises ValueError naming the first tensor that is missing, extra or does not fit."""
+        mine = self.named_tensors()
+        for name in sorted(set(mine) | set(named)):
+            if name not in named or name not in mine:
+                raise ValueError(f"state tensor {name!r} is {'missing' if name not in named else 'not expected'}")
+            if named[name].shape != mine[name].shape or named[name].dtype != mine[name].dtype:
+                raise ValueError(
+                    f"state tensor {name!r} is {named[name].dtype} {tuple(named[name].shape)}, this state needs "
+                    f"{mine[name].dtype} {tuple(mine[name].shape)}"
+                )
+        ttt = {name: t for name, t in named.items() if not name.startswith("conv.")}
+        self.ttt = TTTState.from_named(ttt, len(self.ttt.params))
+        self.conv = {name[len("conv.") :]: t for name, t in named.items() if name.startswith("conv.")}
+
+    def clone(self) -> TTTLayerState:
+        """An independent copy (the initial state is shared: it is never written)."""
+        copy = TTTLayerState(ttt=self.ttt, conv=dict(self.conv), num_positions=self.num_positions, initial=self.initial)
+        copy.load_named({name: t.clone() for name, t in self.named_tensors().items()})
+        if self.ttt.grad_sums is None:  # keep "no gradient yet" as it was (the copy's sums are zeros otherwise)
+            copy.ttt.grad_sums = None
+        return copy
+
     def nbytes(self) -> int:
-        """Bytes of the state, counting the gradient sums (and optimizer buffers) at full size even before the first
-        token materialises them."""
-        ttt = self.ttt
-        tensors = [*ttt.params, *ttt.grad_sums_or_zeros(), ttt.offset, *self.conv.values()]
-        tensors += [t for kind in ttt.buffers for t in kind] + [ttt.steps, ttt.retention]
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        """Bytes of the state, counting the gradient sums at full size even before the first token materialises
+        them."""
+        return sum(t.numel() * t.element_size() for t in self.named_tensors().values())
 
     def _map(self, fn) -> None:
         self.ttt = self.ttt.map(fn)

@@ -296,7 +296,9 @@ class TTTBase(nn.Module):
         expected = [None if p is None else tuple(p.shape) for p in self.inner_params()]
         got = [None if p is None else tuple(p.shape[1:]) for p in state.ttt.params]
         conv_missing = self.share_qk and not {"conv_q", "conv_k"} <= set(state.conv)
-        if expected != got or conv_missing or int(state.ttt.offset.max()) >= self.mini_batch_size:
+        # shapes, dtype and device only: reading the offsets would synchronise with the device (they are checked
+        # where a state comes from outside, when a session is loaded)
+        if expected != got or conv_missing:
             raise ValueError(
                 f"the cache does not fit this layer (layer {self.layer_idx}: inner weights {expected}, cache {got}); "
                 "was it made for another config?"
@@ -309,11 +311,18 @@ class TTTBase(nn.Module):
         cache: TTTLayerState | Any = None,
         use_cache: bool = False,
         past_key_values: TTTLayerState | Any = None,
+        *,
+        packing: Packing | None | str = "from attention_mask",
+        state: TTTLayerState | None = None,
         **kwargs,
     ) -> Tensor:
         """hidden_states: [B, T, C]; attention_mask: [B, ≥T] 0/1 (padding anywhere); cache (or its older name
-        past_key_values): a TTTCache (indexed by `layer_idx`) or a TTTLayerState, updated in place. use_cache is
-        accepted for call sites written for attention layers (the state given is always updated). Returns [B, T, C].
+        past_key_values): a TTTCache (indexed by `layer_idx`) or a TTTLayerState, updated in place and checked here
+        (shapes, dtype and device, without a device synchronisation). use_cache is accepted for call sites written for
+        attention layers (the state given is always updated). Returns [B, T, C].
+
+        packing= and state= are how a model calls its layers: the padding layout it computed once for all of them,
+        and this layer's state, which it checked once per call (`TTTModel.forward`).
 
         Raises TypeError for any other keyword argument, ValueError for a state that does not fit the layer."""
         reject_unknown(f"{type(self).__name__}.forward", kwargs)
@@ -323,13 +332,14 @@ class TTTBase(nn.Module):
                 f"got {tuple(hidden_states.shape)}"
             )
         batch, seq_len, _ = hidden_states.shape
-        state = self._layer_state(pick_cache(cache, past_key_values))
-        # inside the compiled decode step the model has checked the cache already (and .item() would break the graph)
-        if state is not None and not torch.compiler.is_compiling():
-            self._check_state(state, batch, self.q_proj.weight.dtype)
+        if isinstance(packing, str):  # a direct call, not from a model: the layer checks what it is given
+            state = self._layer_state(pick_cache(cache, past_key_values))
+            if state is not None:
+                self._check_state(state, batch, self.q_proj.weight.dtype)
+            packing = Packing.from_mask(attention_mask, batch, seq_len, hidden_states.device)
+        assert not isinstance(packing, str)
         if seq_len == 0:
             return hidden_states.new_zeros(hidden_states.shape)
-        packing = Packing.from_mask(attention_mask, batch, seq_len, hidden_states.device)
         x = hidden_states if packing is None else packing.pack(hidden_states)
         lengths = None if packing is None else packing.lengths
         out = self._mix(x, state, lengths)

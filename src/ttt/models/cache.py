@@ -62,16 +62,7 @@ class TTTCache(Cache):
 
     def clone(self) -> TTTCache:
         """An independent copy (fork a session into several continuations; or `batch_repeat_interleave(n)`)."""
-        layers = []
-        for layer in self.layers:
-            copy = TTTLayerState(
-                ttt=layer.ttt.map(lambda t: t.clone()),
-                conv={k: v.clone() for k, v in layer.conv.items()},
-                num_positions=layer.num_positions,
-                initial=layer.initial,
-            )
-            layers.append(copy)
-        return type(self)(layers)
+        return type(self)([layer.clone() for layer in self.layers])
 
     def nbytes(self) -> int:
         """Bytes held by the cache (constant in the context length)."""

@@ -3,9 +3,9 @@
 Eager decoding is dispatch-bound (about 700 small ops per token and layer pair at d = 256). With
 `ttt_implementation="compiled"`, `TTTModel.forward` routes single-token calls with a cache through
 `decode_step`: blocks (pre-conv step, TTT primal step, MLP) → final norm, traced once per batch size into
-fused kernels. The graph runs the modules' own forward code on stand-in per-layer states made fresh for the call,
-so the Python counters of the real cache (positions) never enter the graph's guards; the new tensors are copied
-back into the cache afterwards. Same math as the eager path (tested equal).
+fused kernels. The graph runs the blocks' own forward code on per-layer states made fresh for the call (sharing the
+cache's tensors), so the Python counters of the real cache (positions) never enter the graph's guards; the new
+tensors are written back into the cache afterwards. Same math as the eager path (tested equal).
 """
 
 from __future__ import annotations
@@ -18,17 +18,9 @@ from torch import Tensor, nn
 from ..layers import TTTLayerState
 
 
-class _Layers:
-    """The one thing the blocks read from a cache: `.layers[layer_idx]`."""
-
-    def __init__(self, layers: list[TTTLayerState]) -> None:
-        self.layers = layers
-
-
-def _step(model: nn.Module, h: Tensor, layers: list[TTTLayerState]) -> Tensor:
-    cache = _Layers(layers)
-    for block in model.layers:
-        h = block(h, None, cache)
+def _step(model: nn.Module, h: Tensor, states: list[TTTLayerState]) -> Tensor:
+    for block, state in zip(model.layers, states):
+        h = block(h, None, state)
     return model.norm(h)
 
 

@@ -63,8 +63,7 @@ class PreConv(nn.Module):
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.conv = CausalConv1d(config.hidden_size, config.conv_kernel)
 
-    def forward(self, h: Tensor, attention_mask: Tensor | None, state: TTTLayerState | None) -> Tensor:
-        packing = Packing.from_mask(attention_mask, h.shape[0], h.shape[1], h.device)
+    def forward(self, h: Tensor, packing: Packing | None, state: TTTLayerState | None) -> Tensor:
         x = self.norm(h)
         x = x if packing is None else packing.pack(x)
         y, new_state = self.conv(
@@ -96,7 +95,9 @@ class Block(GradientCheckpointingLayer):
         return state
 
     def check_cache(self, state: TTTLayerState, batch_size: int) -> None:
-        """Raise a clear error when `state` was not made for this block and batch size."""
+        """Raise a clear error when `state` was not made for this block and batch size (no device synchronisation)."""
+        if not isinstance(state, TTTLayerState):
+            raise TypeError(f"cache layer {self.layer_idx} is a {type(state).__name__}, not a TTTLayerState")
         self.seq_modeling_block._check_state(state, batch_size, self.seq_modeling_block.q_proj.weight.dtype)
         if self.pre_conv:
             conv = state.conv.get("pre_conv")
@@ -106,13 +107,14 @@ class Block(GradientCheckpointingLayer):
                 )
 
     def forward(
-        self, hidden_states: Tensor, attention_mask: Tensor | None = None, cache: TTTCache | None = None
+        self, hidden_states: Tensor, packing: Packing | None = None, state: TTTLayerState | None = None
     ) -> Tensor:
-        state = None if cache is None else cache.layers[self.layer_idx]
+        """hidden_states [B, T, C]; packing: the model's padding layout (None: no padding); state: this block's
+        layer state (checked by the model), updated in place."""
         h = hidden_states
         if self.pre_conv:
-            h = h + self.conv(h, attention_mask, state)
-        h = h + self.seq_modeling_block(self.seq_norm(h), attention_mask, cache=cache)
+            h = h + self.conv(h, packing, state)
+        h = h + self.seq_modeling_block(self.seq_norm(h), packing=packing, state=state)
         return h + self.mlp(self.ffn_norm(h))
 
 
@@ -275,6 +277,7 @@ class TTTModel(TTTPreTrainedModel):
                     f"the cache has {len(past_key_values.layers)} layers, the model {len(self.layers)}: "
                     "it was made for another config"
                 )
+            # once per call, for every layer (the blocks then pass each layer its state unchecked)
             for block, state in zip(self.layers, past_key_values.layers):
                 block.check_cache(state, h.shape[0])
 
@@ -286,8 +289,11 @@ class TTTModel(TTTPreTrainedModel):
                 else (h, past_key_values)
             )
         hidden_states = (h,) if output_hidden_states else None
-        for block in self.layers:
-            h = block(h, attention_mask, past_key_values)
+        # the padding layout, once for all blocks; each block gets its own layer's state
+        packing = Packing.from_mask(attention_mask, h.shape[0], h.shape[1], h.device)
+        states = past_key_values.layers if past_key_values is not None else [None] * len(self.layers)
+        for block, state in zip(self.layers, states):
+            h = block(h, packing, state)
             if output_hidden_states:
                 hidden_states += (h,)
         h = self.norm(h)

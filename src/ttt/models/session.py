@@ -20,8 +20,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ..ops import TTTState
-
 FORMAT = "ttt-session/1"
 _VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures")
 
@@ -61,21 +59,8 @@ def save_session(
     """Write `cache` (built for `model`) and, optionally, the token ids so far and a torch RNG state."""
     tensors: dict[str, Tensor] = {}
     for i, layer in enumerate(cache.layers):
-        state = layer.ttt
-        for j, (p, g) in enumerate(zip(state.params, state.grad_sums_or_zeros())):
-            if p is not None:
-                tensors[f"layers.{i}.params.{j}"] = p.detach().cpu().contiguous()
-                tensors[f"layers.{i}.grad_sums.{j}"] = g.detach().cpu().contiguous()
-        tensors[f"layers.{i}.offset"] = state.offset.cpu().contiguous()
-        for kind, buffer in enumerate(state.buffers):
-            for j, t in enumerate(buffer):
-                if t is not None:
-                    tensors[f"layers.{i}.buffers.{kind}.{j}"] = t.detach().cpu().contiguous()
-        for name in ("steps", "retention"):
-            if getattr(state, name) is not None:
-                tensors[f"layers.{i}.{name}"] = getattr(state, name).detach().cpu().contiguous()
-        for name, conv in layer.conv.items():
-            tensors[f"layers.{i}.conv.{name}"] = conv.detach().cpu().contiguous()
+        for name, t in layer.named_tensors().items():
+            tensors[f"layers.{i}.{name}"] = t.detach().cpu().contiguous()
     if input_ids is not None:
         tensors["input_ids"] = input_ids.detach().cpu().long().contiguous()
     meta = {
@@ -124,24 +109,16 @@ def load_session(path: str | os.PathLike, model: nn.Module):
     cache = TTTCache.from_model(model, int(meta["batch_size"]), param.dtype, param.device)
     positions = json.loads(meta["num_positions"])
     for i, layer in enumerate(cache.layers):
-        n = len(layer.ttt.params)
-        params = tuple(tensors.get(f"layers.{i}.params.{j}") for j in range(n))
-        grads = tuple(tensors.get(f"layers.{i}.grad_sums.{j}") for j in range(n))
-        kinds = sorted({int(name.split(".")[3]) for name in tensors if name.startswith(f"layers.{i}.buffers.")})
-        buffers = tuple(tuple(tensors.get(f"layers.{i}.buffers.{kind}.{j}") for j in range(n)) for kind in kinds)
-
-        def moved(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device=param.device)
-
-        layer.ttt = TTTState(
-            params=tuple(moved(p) for p in params),
-            grad_sums=tuple(moved(g) for g in grads),
-            offset=tensors[f"layers.{i}.offset"].to(device=param.device),
-            buffers=tuple(tuple(moved(t) for t in kind) for kind in buffers),
-            steps=moved(tensors.get(f"layers.{i}.steps")),
-            retention=moved(tensors.get(f"layers.{i}.retention")),
-        )
-        layer.conv = {name: moved(tensors[f"layers.{i}.conv.{name}"]) for name in layer.conv}
+        prefix = f"layers.{i}."
+        named = {name[len(prefix) :]: t.to(param.device) for name, t in tensors.items() if name.startswith(prefix)}
+        try:
+            layer.load_named(named)
+        except ValueError as err:
+            raise ValueError(f"{path} does not fit this model (layer {i}): {err}") from None
+        offset = layer.ttt.offset
+        mini_batch = model.config.mini_batch_size
+        if bool(((offset < 0) | (offset >= mini_batch)).any()):
+            raise ValueError(f"{path} is corrupted: layer {i} has mini-batch offsets outside [0, {mini_batch})")
         layer.num_positions = positions[i]
     rng = None
     if "rng_state" in meta:

@@ -81,6 +81,33 @@ class TTTState:
         out += [t for t in (self.steps, self.retention) if t is not None]
         return [t for t in out if t is not None]
 
+    def named_tensors(self) -> dict[str, Tensor]:
+        """Every tensor of the state by name, the gradient sums at full size (zeros before the first token): the one
+        list that sessions save, byte counts count and copies copy. Names: params.j, grad_sums.j, offset,
+        buffers.k.j, steps, retention (absent biases, buffers and counters are left out)."""
+        out: dict[str, Tensor] = {}
+        for j, (p, g) in enumerate(zip(self.params, self.grad_sums_or_zeros())):
+            if p is not None:
+                out[f"params.{j}"], out[f"grad_sums.{j}"] = p, g
+        out["offset"] = self.offset
+        for kind, buffer in enumerate(self.buffers):
+            out.update({f"buffers.{kind}.{j}": t for j, t in enumerate(buffer) if t is not None})
+        out.update({name: t for name, t in (("steps", self.steps), ("retention", self.retention)) if t is not None})
+        return out
+
+    @classmethod
+    def from_named(cls, named: dict[str, Tensor], num_params: int) -> TTTState:
+        """Inverse of `named_tensors` for a state with `num_params` inner tensors (W1, b1[, W2, b2])."""
+        kinds = sorted({int(name.split(".")[1]) for name in named if name.startswith("buffers.")})
+        return cls(
+            params=tuple(named.get(f"params.{j}") for j in range(num_params)),
+            grad_sums=tuple(named.get(f"grad_sums.{j}") for j in range(num_params)),
+            offset=named["offset"],
+            buffers=tuple(tuple(named.get(f"buffers.{k}.{j}") for j in range(num_params)) for k in kinds),
+            steps=named.get("steps"),
+            retention=named.get("retention"),
+        )
+
     def map(self, fn) -> TTTState:
         """Apply `fn` to every tensor (e.g. index_select on the batch dim, `.to(device)`, `.detach()`)."""
 
