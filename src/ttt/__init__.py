@@ -3,9 +3,9 @@
 from ttt import TTTConfig, TTTForCausalLM, TTTLinear, TTTMLP, TTTCache, get_preset, from_official
 """
 
+from .convert import from_official
 from .layers import TTTMLP, TTTGeneric, TTTLayerState, TTTLinear, TTTNadarayaWatson
 from .models import TTTCache, TTTConfig, TTTForCausalLM, TTTModel, get_preset, preset_names
-from .models.official import from_official
 from .ops import TTTState
 
 __version__ = "0.1.0"

@@ -23,7 +23,8 @@ def demo(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     config = get_preset(args.preset)
     dtype = DTYPES[args.dtype]
-    model = TTTForCausalLM(config).to(dtype).eval()
+    # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound method from mypy
+    model = TTTForCausalLM(config).to(dtype).eval()  # type: ignore[arg-type]
     n_params = sum(p.numel() for p in model.parameters())
     prompt = torch.randint(0, config.vocab_size, (args.batch, args.prompt_len))
     print(
@@ -184,7 +185,7 @@ def data_command(args: argparse.Namespace) -> int:
 
 
 def quickstart(args: argparse.Namespace) -> int:
-    from .train.quickstart import quickstart as run
+    from .quickstart import quickstart as run
 
     run(args.out, steps=args.steps, seq_len=args.seq_len, batch_size=args.batch_size)
     return 0

@@ -75,10 +75,12 @@ def generate_text(
         from .models import TTTCache
 
         cache = TTTCache.load(load_state, model)
-        if cache.input_ids is None or cache.rng_state is None:
+        # set by TTTCache.load (not declared on the class)
+        saved_ids, rng_state = getattr(cache, "input_ids", None), getattr(cache, "rng_state", None)
+        if saved_ids is None or rng_state is None:
             raise ValueError(f"{load_state} holds no token ids or RNG state: it was not saved by ttt generate")
-        ids = cache.input_ids.to(model.device)
-        torch.set_rng_state(cache.rng_state)
+        ids = saved_ids.to(model.device)
+        torch.set_rng_state(rng_state)
         if stream is not None:
             stream.write(tokenizer.decode([i for i in ids[0].tolist() if i != tokenizer.bos_id]))
     else:

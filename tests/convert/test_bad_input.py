@@ -12,7 +12,7 @@ import pytest
 from ttt.cli import main
 from ttt.convert import CheckpointFormatError, config_from_flags, from_jax, iter_records
 
-DATA = Path(__file__).parent.parent / "data" / "jax"
+DATA = Path(__file__).parent.parent / "fixtures" / "jax"
 GOOD = DATA / "ttt_linear_mamba" / "ckpt_fp32_params"
 
 

@@ -1,4 +1,4 @@
-"""Converting the official JAX checkpoints (tests/data/jax, made with ttt-lm-jax; see its README)."""
+"""Converting the official JAX checkpoints (tests/fixtures/jax, made with ttt-lm-jax; see its README)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ttt.cli import main
 from ttt.convert import CheckpointFormatError, config_from_flags, from_jax, safe_load, to_official
 from ttt.convert.jax import find_checkpoint, read_metadata
 
-DATA = Path(__file__).parent.parent / "data" / "jax"
+DATA = Path(__file__).parent.parent / "fixtures" / "jax"
 CONFIGS = ["ttt_linear_mamba", "ttt_mlp_transformer"]
 CKPTS = ["ckpt_fp32_params", "ckpt_fp32_trainstate", "ckpt_bf16_params", "ckpt_bf16_trainstate"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ttt import TTTForCausalLM, from_official
-from ttt.models.official import config_from_official
+from ttt.convert import config_from_official
 
 from .test_parity import load_case
 

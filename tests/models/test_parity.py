@@ -1,4 +1,4 @@
-"""Parity with the official ttt-lm-pytorch model (reference vectors in tests/data/parity, see its README).
+"""Parity with the official ttt-lm-pytorch model (reference vectors in tests/fixtures/parity, see its README).
 
 float64: prefill logits, decode logits (prefill P tokens, then one token at a time through the cache), loss and
 every parameter gradient within 1e-6 absolute; float32 model within 1e-5.
@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from ttt import from_official
 from ttt.models import TTTCache
 
-DATA = Path(__file__).parent.parent / "data" / "parity"
+DATA = Path(__file__).parent.parent / "fixtures" / "parity"
 CASES = sorted(p.stem for p in DATA.glob("*.safetensors"))
 
 

@@ -222,7 +222,7 @@ def write_report(rows: list[dict], spec: BenchSpec, meta: dict[str, Any], out: P
 
     summary = summarise(rows, spec)
     rates = kernel_rates(rows)
-    shapes = next((r["shapes"] for r in rows if r["kind"] == "kernels" and r["status"] == "ok"), {})
+    shapes: dict[str, Any] = next((r["shapes"] for r in rows if r["kind"] == "kernels" and r["status"] == "ok"), {})
     write_csv(summary, out / "summary.csv")
     report = render(summary, rates, shapes, meta, spec)
     (out / "report.md").write_text(report)

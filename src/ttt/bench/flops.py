@@ -34,7 +34,12 @@ Training = 3 × forward (backward ≈ 2 × forward). MFU = forward FLOPs / time 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def ttt_inner_flops(layer: str, head_dim: int, mini_batch_size: int) -> int:
@@ -52,14 +57,14 @@ def attention_flops(seq_len: int, hidden_size: int) -> float:
     return 2.0 * hidden_size * (seq_len + 1)
 
 
-def linear_weights(model: nn.Module) -> tuple[int, int]:
+def linear_weights(model: PreTrainedModel) -> tuple[int, int]:
     """(weights of nn.Linear layers except the LM head, weights of the LM head)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = model.get_output_embeddings()
     body = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m is not head)
     return body, (head.weight.numel() if head is not None else 0)
 
 
-def mixer_flops(model: nn.Module, family: str, seq_len: int) -> float:
+def mixer_flops(model: PreTrainedModel, family: str, seq_len: int) -> float:
     """FLOPs per token of the sequence mixers outside nn.Linear layers (inner loop, attention, scan, convs)."""
     cfg = model.config
     layers, width = cfg.num_hidden_layers, cfg.hidden_size
@@ -76,14 +81,14 @@ def mixer_flops(model: nn.Module, family: str, seq_len: int) -> float:
     raise ValueError(f"no FLOP formula for model family {family!r}")
 
 
-def forward_flops(model: nn.Module, family: str, seq_len: int, batch: int = 1, logits_tokens: int = 1) -> float:
+def forward_flops(model: PreTrainedModel, family: str, seq_len: int, batch: int = 1, logits_tokens: int = 1) -> float:
     """Forward FLOPs of `model` over batch × seq_len tokens, logits computed for `logits_tokens` per row."""
     body, head = linear_weights(model)
     per_token = 2 * body + mixer_flops(model, family, seq_len)
     return batch * (seq_len * per_token + logits_tokens * 2 * head)
 
 
-def train_flops(model: nn.Module, family: str, seq_len: int, batch: int = 1) -> float:
+def train_flops(model: PreTrainedModel, family: str, seq_len: int, batch: int = 1) -> float:
     """Forward + backward FLOPs of one training step: 3 × the forward with logits at every position."""
     return 3 * forward_flops(model, family, seq_len, batch, logits_tokens=seq_len)
 

@@ -7,13 +7,16 @@ the TTT state, the Transformer's KV cache, Mamba's conv and SSM states).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..hf_compat import CACHE_NAME
 from .spec import SIZES, ModelSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 VOCAB = {"tiny": 256, "small": 1000}
 
@@ -26,14 +29,14 @@ def ttt_config(spec: ModelSpec):
     """Our TTTConfig for a TTT (or official) model spec, with the implementation set."""
     from ..models import get_preset
 
-    overrides = dict(SIZES[spec.size][1])
+    overrides: dict[str, Any] = dict(SIZES[spec.size][1])
     overrides["vocab_size"] = vocab_size(spec.size)
     if spec.impl is not None:
         overrides["ttt_implementation"] = spec.impl
     return get_preset(spec.preset, **overrides)
 
 
-def build(spec: ModelSpec, seed: int = 0) -> nn.Module:
+def build(spec: ModelSpec, seed: int = 0) -> PreTrainedModel:
     """A freshly initialised model (seeded: speed does not depend on the weights) in eval mode."""
     from ..models import TTTForCausalLM
     from ..train.models import build_model
@@ -50,7 +53,7 @@ def build(spec: ModelSpec, seed: int = 0) -> nn.Module:
     return build_model(f"{spec.family}-{base}", vocab_size(spec.size), shape).eval()
 
 
-def new_cache(model: nn.Module, family: str, batch: int) -> Any:
+def new_cache(model: PreTrainedModel, family: str, batch: int) -> Any:
     if family == "ttt":
         from ..models import TTTCache
 
@@ -66,13 +69,13 @@ def _cache_kwargs(family: str, cache: Any) -> dict[str, Any]:
     return {"cache_params": cache} if family == "mamba" else {"past_key_values": cache}
 
 
-def prefill(model: nn.Module, family: str, ids: Tensor, cache: Any | None) -> Tensor:
+def prefill(model: PreTrainedModel, family: str, ids: Tensor, cache: Any | None) -> Tensor:
     """Logits of the last token [B, V] after reading ids [B, T] (into `cache` when given)."""
     kwargs = _cache_kwargs(family, cache) if cache is not None else {}
     return model(ids, use_cache=cache is not None, logits_to_keep=1, **kwargs).logits[:, -1]
 
 
-def decode_step(model: nn.Module, family: str, token: Tensor, cache: Any) -> Tensor:
+def decode_step(model: PreTrainedModel, family: str, token: Tensor, cache: Any) -> Tensor:
     """One token per row [B, 1] through the cache: logits [B, V]."""
     return model(token, use_cache=True, logits_to_keep=1, **_cache_kwargs(family, cache)).logits[:, -1]
 
@@ -91,7 +94,7 @@ def state_bytes(cache: Any) -> int:
     return total
 
 
-def synthetic_cache(model: nn.Module, family: str, batch: int, seq_len: int, seed: int = 0) -> Any:
+def synthetic_cache(model: PreTrainedModel, family: str, batch: int, seq_len: int, seed: int = 0) -> Any:
     """The state after `seq_len` tokens without running the prefill, for decode timing at a large batch.
 
     Transformer++: a KV cache of seq_len random keys and values per layer (the exact shapes a prefill makes; the

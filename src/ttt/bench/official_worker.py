@@ -10,6 +10,7 @@ Prefill computes the last token's logits only (base model, then lm_head on the l
 
 from __future__ import annotations
 
+import importlib
 import json
 import statistics
 import sys
@@ -33,7 +34,9 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, p["official_path"])
     import torch
 
-    import ttt as official  # the official single-file implementation, not this project
+    # the official single-file implementation, not this project (imported by name: a static `import ttt` would
+    # name this project's package to type checkers)
+    official = importlib.import_module("ttt")
 
     torch.set_num_threads(p["threads"])
     job = p["job"]

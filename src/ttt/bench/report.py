@@ -184,14 +184,21 @@ def plot(summary: list[dict], out_dir: Path) -> list[Path]:
         if not rows:
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        colors = plt.get_cmap("tab20").colors
+        colors = plt.get_cmap("tab20")(range(20))  # the 20 colours of the qualitative map
         for i, model in enumerate(dict.fromkeys(s["model"] for s in rows)):
             pts = sorted((s["seq_len"], s[key]) for s in rows if s["model"] == model)
             first = next(s for s in rows if s["model"] == model)
             # baselines dashed; slow TTT forms with their own marker
-            style = dict(linestyle="-" if first["family"] == "ttt" else "--")
-            style["marker"] = {"primal": "s", "naive": "^"}.get(first["impl"], "o")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=model, color=colors[i % len(colors)], **style)
+            linestyle = "-" if first["family"] == "ttt" else "--"
+            marker = {"primal": "s", "naive": "^"}.get(first["impl"], "o")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                label=model,
+                color=colors[i % len(colors)],
+                linestyle=linestyle,
+                marker=marker,
+            )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("context length T (tokens)")

@@ -45,16 +45,20 @@ class Outcome:
 
 def run_child(command: list[str], limits: Limits, log_path: Path | None = None, env: dict | None = None) -> Outcome:
     """Run `command`, enforce `limits`, and parse its `@@bench` result lines."""
-    log = open(log_path, "w") if log_path is not None else subprocess.DEVNULL
+    log = open(log_path, "w") if log_path is not None else None
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if log is None else log, text=True, env=env
+    )
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
     records: list[dict[str, Any]] = []
 
     def read() -> None:
-        for line in proc.stdout:
+        for line in stdout:
             if line.startswith(procstat.RESULT_PREFIX):
                 records.append(json.loads(line[len(procstat.RESULT_PREFIX) :]))
-            elif log_path is not None:
+            elif log is not None:
                 log.write(line)
 
     reader = threading.Thread(target=read, daemon=True)
@@ -78,7 +82,7 @@ def run_child(command: list[str], limits: Limits, log_path: Path | None = None, 
             proc.wait()
     reader.join(timeout=5)
     wall = time.perf_counter() - start
-    if log_path is not None:
+    if log is not None:
         log.close()
     failed = [r for r in records if r.get("phase") == "failed"]
     if killed:
@@ -115,6 +119,8 @@ def job_command(job: Job, spec: BenchSpec, size: str) -> list[str]:
         compiled_kernels=any(m.impl == "compiled" for m in spec.models),
     )
     if job.model is not None and job.model.family == "official":
+        if spec.official_python is None:
+            raise ValueError("an official model's jobs need official_python (ttt bench --official-python)")
         payload.update(official_path=spec.official_path, config=official_config(job.model))
         script = str(Path(__file__).with_name("official_worker.py"))
         return [spec.official_python, script, json.dumps(payload)]

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layers.ttt import IMPLEMENTATIONS
+from ..layers import IMPLEMENTATIONS
 
 KINDS = ("prefill", "decode", "train")
 DTYPES = ("float32", "bfloat16")

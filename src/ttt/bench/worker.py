@@ -163,6 +163,8 @@ def run(p: dict[str, Any]) -> None:
     kind, seq_len, batch = job["kind"], job["seq_len"], job["batch"]
     if kind == "kernels":
         run_kernels(p, batch, seq_len)
+    elif spec is None:
+        raise ValueError(f"a {kind!r} job names no model")
     elif kind == "prefill":
         run_prefill(p, spec, seq_len)
     elif kind == "decode":

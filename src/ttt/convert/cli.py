@@ -68,7 +68,7 @@ def convert_jax(args: argparse.Namespace) -> int:
 
 def convert_official(args: argparse.Namespace) -> int:
     from ..models import TTTForCausalLM
-    from .export import to_official
+    from .official import to_official
 
     try:
         model = TTTForCausalLM.from_pretrained(args.model)

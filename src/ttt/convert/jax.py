@@ -282,6 +282,7 @@ def read_params(ckpt_file: Path, config: TTTConfig, dtype: torch.dtype) -> dict[
         return key[: len(prefix)] == prefix
 
     for key, tensor in iter_records(ckpt_file, want):
+        assert prefix is not None  # want() sets it before the first record
         path = key[len(prefix) :]
         mapped = map_param(path)
         if mapped is None:

@@ -16,6 +16,7 @@ from .byte import ByteTokenizer
 from .corpus import bundled_documents, bundled_index
 from .documents import BUNDLED, Document, read_documents
 from .errors import DataError
+from .hf_export import to_hf_tokenizer
 from .hf_tokenizer import HFTokenizer
 from .prepare import prepare
 from .prepared import PreparedData, load_prepared
@@ -43,5 +44,6 @@ __all__ = [
     "prepare",
     "read_documents",
     "split_documents",
+    "to_hf_tokenizer",
     "train_bpe",
 ]

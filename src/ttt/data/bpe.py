@@ -35,8 +35,9 @@ class BPETokenizer(Tokenizer):
     kind = "bpe"
 
     def __init__(self, backend: Backend, bos_token: str = BOS_TOKEN, eos_token: str = EOS_TOKEN) -> None:
-        ids = {token: backend.token_to_id(token) for token in (bos_token, eos_token)}
-        missing = [token for token, i in ids.items() if i is None]
+        found = {token: backend.token_to_id(token) for token in (bos_token, eos_token)}
+        ids = {token: i for token, i in found.items() if i is not None}
+        missing = [token for token in found if token not in ids]
         if missing:
             raise DataError(f"BPE tokenizer has no special token(s) {missing}; pass bos_token=/eos_token= that exist")
         self.backend = backend

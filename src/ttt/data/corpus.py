@@ -19,7 +19,9 @@ from .errors import DataError
 
 def bundled_index() -> dict[str, Any]:
     """The corpus index: {"name": ..., "documents": [{"id", "file", "title", "author", "source", "sha256", ...}]}."""
-    return json.loads(resources.files(__package__).joinpath("corpus", "index.json").read_text(encoding="utf-8"))
+    return json.loads(
+        resources.files(__package__).joinpath("corpus").joinpath("index.json").read_text(encoding="utf-8")
+    )
 
 
 def bundled_documents() -> list[Document]:

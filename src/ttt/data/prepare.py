@@ -70,7 +70,7 @@ def prepare(
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     docs = read_documents(source, text_field)
     splits = split_documents(docs, val_fraction, seed)
-    request = {
+    request: dict[str, Any] = {
         "source": {"spec": describe_source(source), "text_field": text_field, "sha256": source_fingerprint(docs)},
         "split": {"val_fraction": val_fraction, "seed": seed},
     }

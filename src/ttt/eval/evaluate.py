@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
 
 from ..data import PreparedData, load_prepared
 from ..layers import TTTBase
@@ -35,7 +36,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return latest, path
 
 
-def load_run_model(path: str | Path) -> tuple[nn.Module, RunConfig, PreparedData, Path]:
+def load_run_model(path: str | Path) -> tuple[PreTrainedModel, RunConfig, PreparedData, Path]:
     """The model of a checkpoint (or of a run's newest checkpoint), its run config and prepared data."""
     ckpt, run = resolve_checkpoint(path)
     cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
@@ -135,7 +136,7 @@ def _evaluate(
 
     results = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    rows = []
+    rows: list[tuple[str, int, float]] = []  # (run, position, loss)
     for i, path in enumerate(paths):
         model, cfg, data, ckpt = load_run_model(path)
         name = label[i] if label else f"{Path(path).name} ({cfg.model.name})"
@@ -188,7 +189,7 @@ def write_diagnostics(model: nn.Module, data: PreparedData, seq_len: int, stem: 
     ids = windows.batch(np.arange(min(4, len(windows))))[:, :-1]
     traces = [(layer, inner_loss_trace(layer, x)) for layer, x in layer_inputs(model, ids)]
     fig, axes = plt.subplots(1, len(traces), figsize=(4 * len(traces), 3.5), squeeze=False)
-    rows = []
+    rows: list[tuple[int | None, str, int, float]] = []  # (layer, weights, position, loss)
     for ax, (layer, trace) in zip(axes[0], traces):
         for key, label in (("W0", "ℓ(W0; x_t)"), ("W_prev", "ℓ(W_{t−1}; x_t)"), ("W_t", "ℓ(W_t; x_t)")):
             values = trace[key].double().numpy()

@@ -71,8 +71,9 @@ def bundled_items(count: int = 64, context: int = 150) -> list[dict[str, str]]:
         cut = text.rfind(" ", start, start + context)
         while not re.match(r" [A-Za-z']+", text[cut:]):  # the next word must start right after the space
             cut = text.rfind(" ", start, cut)
-        word = re.match(r" [A-Za-z']+", text[cut:]).group(0)
-        items.append({"context": text[start:cut], "continuation": word})
+        word = re.match(r" [A-Za-z']+", text[cut:])
+        assert word is not None  # the loop above stops at a match
+        items.append({"context": text[start:cut], "continuation": word.group(0)})
     return items
 
 

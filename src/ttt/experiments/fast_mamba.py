@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformers.models.mamba.modeling_mamba import MambaMixer
 
 
-def selective_ssm(m: nn.Module, x: Tensor) -> Tensor:
+def selective_ssm(m: MambaMixer, x: Tensor) -> Tensor:
     """Mamba's block with the parameters of a transformers MambaMixer `m`, x [B, T, d] -> [B, T, d]:
 
     (u, g) = x W_in;  u ← silu(causal_conv(u));  (δ, B, C) = u W_x;  Δ = softplus(δ W_dt + b_dt)      # [B, T, E]
@@ -56,8 +60,8 @@ def fast_mamba_scan() -> Iterator[None]:
             return selective_ssm(self, hidden_states)
         return original(self, hidden_states, attention_mask=attention_mask, **kwargs)
 
-    MambaMixer.forward = forward
+    setattr(MambaMixer, "forward", forward)  # noqa: B010 (assigning a method: mypy refuses the attribute form)
     try:
         yield
     finally:
-        MambaMixer.forward = original
+        setattr(MambaMixer, "forward", original)  # noqa: B010

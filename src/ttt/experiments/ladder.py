@@ -59,7 +59,7 @@ def ladder_rows(seq_len: int, extra: bool = False) -> list[tuple[str, str, dict[
     With `extra`, the variants in EXTRA_ROWS follow (not part of the paper's ladder)."""
     rows = []
     current: dict[str, Any] = dict(SPECIAL_CASE, ttt_layer_type="linear_attention", mini_batch_size=seq_len)
-    steps = [
+    steps: list[tuple[str, dict[str, Any]]] = [
         ("linear-attention", {}),
         ("ttt-equivalent", dict(ttt_layer_type="linear")),
         ("+learnable-W0", dict(learnable_init=True, inner_bias=True)),
@@ -85,7 +85,9 @@ PARENT = {"5b:+mini-batch-16,tf=1/(i+1)": 4}  # the row an extra row is compared
 
 def row_overrides(s: LadderSettings, row_dir: Path, preset: str, model: dict[str, Any]) -> list[str]:
     """The `ttt train` overrides of one row (the same recipe and token budget for every row)."""
-    sizes = dict(hidden_size=s.hidden_size, num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads)
+    sizes: dict[str, Any] = dict(
+        hidden_size=s.hidden_size, num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads
+    )
     sizes.update(intermediate_size=2 * s.hidden_size, ttt_base_lr=s.ttt_base_lr)
     items = [
         f"--model.name={preset}",
@@ -98,7 +100,7 @@ def row_overrides(s: LadderSettings, row_dir: Path, preset: str, model: dict[str
 
 def run_ladder(s: LadderSettings, progress: bool = True, extra: bool = False) -> list[dict[str, Any]]:
     """Train and evaluate every unfinished row; returns every finished row's result (also OUT/ladder.json)."""
-    from ..eval.evaluate import evaluate_run
+    from ..eval import evaluate_run
     from ..train.config import load_run_config
     from ..train.trainer import Trainer
 

@@ -87,7 +87,7 @@ def run_long_context(s: LongContextSettings, progress: bool = True) -> list[dict
 
 
 def _run(s: LongContextSettings, progress: bool) -> list[dict[str, Any]]:
-    from ..eval.evaluate import evaluate_run
+    from ..eval import evaluate_run
     from ..train.config import load_run_config
     from ..train.trainer import Trainer
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers.ttt import TTTLinear, register_ttt_layer
+from ..layers import TTTLinear, register_ttt_layer
 
 # the switches that make TTTLinear one of the special cases
 SPECIAL_CASE = dict(

@@ -4,11 +4,13 @@ from .beyond import INNER_MODELS, TTTGeneric, TTTNadarayaWatson  # noqa: I001 (r
 from .conv import CausalConv1d
 from .packing import Packing
 from .state import TTTLayerState
-from .ttt import IMPLEMENTATIONS, TTT_LAYERS, TTTMLP, TTTBase, TTTLinear, register_ttt_layer
+from .config import IMPLEMENTATIONS, TTTLayerConfig
+from .ttt import TTT_LAYERS, TTTMLP, TTTBase, TTTLinear, register_ttt_layer
 
 __all__ = [
     "CausalConv1d",
     "IMPLEMENTATIONS",
+    "TTTLayerConfig",
     "INNER_MODELS",
     "Packing",
     "TTTBase",

@@ -85,8 +85,8 @@ class TTTGeneric(_NoCache, TTTBase):
         super().__init__(hidden_size, num_heads, **kwargs)
 
     @classmethod
-    def config_kwargs(cls, config) -> dict:
-        return super().config_kwargs(config) | {"inner_model": getattr(config, "inner_model", "swiglu")}
+    def extra_options(cls, config) -> dict:
+        return {"inner_model": getattr(config, "inner_model", "swiglu")}
 
     def _init_inner_params(self) -> None:
         spec = self._inner_spec

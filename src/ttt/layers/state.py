@@ -16,6 +16,11 @@ from ..ops import TTTState
 
 @dataclass
 class TTTLayerState:
+    """What one TTT layer keeps between calls, for B sequences: `ttt` (the inner weights at the start of the current
+    mini-batch, the gradient sums, per-row offsets, optimizer buffers: `TTTState`), `conv` (the causal convs' last
+    K − 1 inputs, [B, C, K − 1] each), `num_positions` (tokens consumed) and `initial` (the state `reset` returns to).
+    `named_tensors` / `load_named` are its one list of tensors (sessions, byte counts, copies)."""
+
     ttt: TTTState
     conv: dict[str, Tensor] = field(default_factory=dict)  # name -> [B, C, K − 1]
     num_positions: int = 0  # positions consumed, padding included (HF's get_seq_length)

@@ -17,8 +17,9 @@ ttt.ops.inner_optim) and retention r_t multiplying the carried weights: constant
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,15 +29,11 @@ from transformers import initialization as init
 from ..hf_compat import pick_cache, reject_unknown
 from ..ops import TTTState, ttt_dual, ttt_naive, ttt_primal, ttt_primal_step
 from ..ops.compiled import compiled
-from ..ops.inner_optim import OPTIMIZERS, InnerOptimizer
+from .config import TTTLayerConfig
 from .conv import CausalConv1d
 from .packing import Packing
 from .rope import apply_rope, rope_table
 from .state import TTTLayerState
-
-Implementation = Literal["auto", "dual", "primal", "naive", "compiled"]
-IMPLEMENTATIONS = ("auto", "dual", "primal", "naive", "compiled")
-TOKEN_FACTORS = ("learned", "harmonic", "one")
 
 
 class TTTBase(nn.Module):
@@ -44,68 +41,42 @@ class TTTBase(nn.Module):
 
     inner_param_names: tuple[str, ...] = ()
 
-    def __init__(
-        self,
-        hidden_size: int,
-        num_heads: int,
-        mini_batch_size: int = 16,
-        ttt_base_lr: float = 1.0,
-        share_qk: bool = False,
-        use_gate: bool = False,
-        conv_kernel: int = 4,
-        rope_theta: float = 10000.0,
-        initializer_range: float = 0.02,
-        remat_mini_batch_group_size: int = 0,
-        implementation: Implementation = "auto",
-        layer_idx: int | None = None,
-        inner_bias: bool = True,
-        inner_norm: bool = True,
-        inner_residual: bool = True,
-        learnable_init: bool = True,
-        lr_gate: bool = True,
-        token_factor: str = "learned",
-        inner_optimizer: str | InnerOptimizer = "gd",
-        inner_weight_decay: float = 0.0,
-        forget_gate: bool = False,
-    ) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, layer_idx: int | None = None, **options: Any) -> None:
+        """hidden_size C, num_heads H (head_dim C / H, even); `options`: the other fields of `TTTLayerConfig`
+        (mini_batch_size, ttt_base_lr, share_qk, use_gate, ..., inner_optimizer as a name or an InnerOptimizer).
+        Raises ValueError naming an option out of range, TypeError for an unknown one."""
         super().__init__()
-        if num_heads < 1 or hidden_size % num_heads:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
-        if (hidden_size // num_heads) % 2:
-            raise ValueError(f"head_dim = hidden_size / num_heads = {hidden_size // num_heads} must be even for RoPE")
-        if mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
-        if share_qk and conv_kernel < 1:
-            raise ValueError(f"conv_kernel must be >= 1 with share_qk, got {conv_kernel}")
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-        if token_factor not in TOKEN_FACTORS:
-            raise ValueError(f"token_factor must be one of {TOKEN_FACTORS}, got {token_factor!r}")
-        if not 0.0 <= inner_weight_decay < 1.0:
-            raise ValueError(f"inner_weight_decay must be in [0, 1), got {inner_weight_decay}")
-        if isinstance(inner_optimizer, str):
-            inner_optimizer = InnerOptimizer(inner_optimizer)
-        self.inner_bias = inner_bias
-        self.inner_norm = inner_norm
-        self.inner_residual = inner_residual
-        self.learnable_init = learnable_init
-        self.lr_gate = lr_gate
-        self.token_factor_mode = token_factor
-        self.inner_optimizer = inner_optimizer
-        self.inner_weight_decay = inner_weight_decay
-        self.forget_gate = forget_gate
+        known = {f.name for f in dataclasses.fields(TTTLayerConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown option(s) {', '.join(unknown)}; known: {sorted(known)}")
+        config = TTTLayerConfig(hidden_size=hidden_size, num_heads=num_heads, **options)
+        self.config = config
+        self.inner_bias = config.inner_bias
+        self.inner_norm = config.inner_norm
+        self.inner_residual = config.inner_residual
+        self.learnable_init = config.learnable_init
+        self.lr_gate = config.lr_gate
+        self.token_factor_mode = config.token_factor
+        self.inner_optimizer = config.inner_optimizer
+        self.inner_weight_decay = config.inner_weight_decay
+        self.forget_gate = config.forget_gate
         self.hidden_size = hidden_size
         self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
-        self.mini_batch_size = mini_batch_size
-        self.ttt_base_lr = ttt_base_lr
-        self.share_qk = share_qk
-        self.use_gate = use_gate
-        self.rope_theta = rope_theta
-        self.initializer_range = initializer_range
-        self.remat_mini_batch_group_size = remat_mini_batch_group_size
-        self.implementation = implementation
+        self.head_dim = config.head_dim
+        self.mini_batch_size = config.mini_batch_size
+        self.ttt_base_lr = config.ttt_base_lr  # the inner-rate warmup changes it while training
+        self.share_qk = config.share_qk
+        self.use_gate = config.use_gate
+        self.rope_theta = config.rope_theta
+        self.initializer_range = config.initializer_range
+        self.remat_mini_batch_group_size = config.remat_mini_batch_group_size
+        self.implementation = config.implementation
         self.layer_idx = layer_idx
+        conv_kernel, share_qk, use_gate = config.conv_kernel, config.share_qk, config.use_gate
+        lr_gate, token_factor = config.lr_gate, config.token_factor
+        inner_norm, forget_gate = config.inner_norm, config.forget_gate
+        mini_batch_size = config.mini_batch_size
 
         width, heads = hidden_size, num_heads
         self.q_proj = nn.Linear(width, width, bias=False)
@@ -138,34 +109,14 @@ class TTTBase(nn.Module):
 
     @classmethod
     def from_config(cls, config, layer_idx: int | None = None) -> TTTBase:
-        """Build from a `TTTConfig` (or anything with its field names)."""
-        return cls(**cls.config_kwargs(config), layer_idx=layer_idx)
+        """Build from a `TTTConfig` (or anything with its field names): its `TTTLayerConfig` and the options of this
+        layer type (`extra_options`)."""
+        return cls(layer_idx=layer_idx, **TTTLayerConfig.from_config(config).kwargs(), **cls.extra_options(config))
 
     @classmethod
-    def config_kwargs(cls, config) -> dict:
-        """The constructor arguments a `TTTConfig` gives."""
-        return dict(
-            hidden_size=config.hidden_size,
-            num_heads=config.num_attention_heads,
-            mini_batch_size=config.mini_batch_size,
-            ttt_base_lr=config.ttt_base_lr,
-            share_qk=config.share_qk,
-            use_gate=config.use_gate,
-            conv_kernel=config.conv_kernel,
-            rope_theta=config.rope_theta,
-            initializer_range=config.initializer_range,
-            remat_mini_batch_group_size=config.remat_mini_batch_group_size,
-            implementation=config.ttt_implementation,
-            inner_bias=getattr(config, "inner_bias", True),
-            inner_norm=getattr(config, "inner_norm", True),
-            inner_residual=getattr(config, "inner_residual", True),
-            learnable_init=getattr(config, "learnable_init", True),
-            lr_gate=getattr(config, "lr_gate", True),
-            token_factor=getattr(config, "token_factor", "learned"),
-            inner_optimizer=inner_optimizer_from(config),
-            inner_weight_decay=getattr(config, "inner_weight_decay", 0.0),
-            forget_gate=getattr(config, "forget_gate", False),
-        )
+    def extra_options(cls, config) -> dict:
+        """Constructor arguments of this layer type beyond `TTTLayerConfig` (none here)."""
+        return {}
 
     def _inner_param(self, name: str, shape: tuple[int, ...]) -> None:
         """W1, b1, ... as learned parameters; without `learnable_init` a W0 of zeros (a buffer, not learned);
@@ -454,19 +405,6 @@ class TTTBase(nn.Module):
             f"heads={self.num_heads}, head_dim={self.head_dim}, mini_batch_size={self.mini_batch_size}, "
             f"ttt_base_lr={self.ttt_base_lr}, implementation={self.implementation!r}{extra}"
         )
-
-
-def inner_optimizer_from(config) -> InnerOptimizer:
-    """The `InnerOptimizer` a config names (fields inner_optimizer, inner_momentum, inner_beta2, inner_lr)."""
-    name = getattr(config, "inner_optimizer", "gd")
-    if name not in OPTIMIZERS:
-        raise ValueError(f"inner_optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    return InnerOptimizer(
-        name,
-        momentum=getattr(config, "inner_momentum", 0.9),
-        beta2=getattr(config, "inner_beta2", 0.999),
-        lr=getattr(config, "inner_lr", 1e-3),
-    )
 
 
 class TTTLinear(TTTBase):

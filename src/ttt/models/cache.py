@@ -15,6 +15,14 @@ from ..layers.state import TTTLayerState
 
 
 class TTTCache(Cache):
+    """The fixed-size inference state of a whole model (transformers' `Cache` API): one `TTTLayerState` per block.
+
+    Made by `TTTCache.from_model(model, batch_size)` (or by the model on its first cached call); passed to the model
+    as `cache=` (or `past_key_values=`) and updated in place; its size does not grow with the context
+    (`nbytes()`). Supports beam search / `num_return_sequences` (reorder, repeat), `clone()` for forks and
+    `save`/`load` for sessions; it cannot be cropped (assisted decoding), since tokens are folded into the inner
+    weights. Raises TypeError when built from anything but TTTLayerStates."""
+
     def __init__(self, layers: list[TTTLayerState]):
         if not layers or not all(isinstance(layer, TTTLayerState) for layer in layers):
             raise TypeError("TTTCache takes a non-empty list of TTTLayerState (see TTTCache.from_model)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from ..layers.ttt import IMPLEMENTATIONS, TTT_LAYERS
+from ..layers.config import TTTLayerConfig
+from ..layers.ttt import TTT_LAYERS
 
 PRESET_LAYER_TYPES = ("linear", "mlp")
 
@@ -99,46 +100,16 @@ class TTTConfig(PreTrainedConfig):
                 bound = f"> {minimum}" if strict else f">= {minimum}"
                 raise ValueError(f"TTTConfig.{name} must be a number {bound}, got {value!r}")
 
-        if (
-            not isinstance(self.mini_batch_size, int)
-            or isinstance(self.mini_batch_size, bool)
-            or self.mini_batch_size < 1
-        ):
-            raise ValueError(f"TTTConfig.mini_batch_size must be an integer >= 1, got {self.mini_batch_size!r}")
-        if not isinstance(self.remat_mini_batch_group_size, int) or self.remat_mini_batch_group_size < 0:
-            raise ValueError(
-                f"TTTConfig.remat_mini_batch_group_size must be an integer >= 0 (0 = no remat), got "
-                f"{self.remat_mini_batch_group_size!r}"
-            )
-        number("ttt_base_lr", 0.0, strict=False)
         number("rms_norm_eps", 0.0, strict=True)
-        number("rope_theta", 0.0, strict=True)
         from transformers.activations import ACT2FN
 
         if self.hidden_act not in ACT2FN:
             raise ValueError(f"TTTConfig.hidden_act {self.hidden_act!r} is not a known activation (e.g. 'silu')")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"TTTConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        if (self.hidden_size // self.num_attention_heads) % 2:
-            raise ValueError("TTTConfig: head_dim = hidden_size / num_attention_heads must be even (RoPE pairs)")
         # linear, mlp, generic (`inner_model`), nadaraya_watson, and any added with ttt.layers.register_ttt_layer
         if self.ttt_layer_type not in TTT_LAYERS:
             raise ValueError(
                 f"TTTConfig.ttt_layer_type must be one of {tuple(TTT_LAYERS)}, got {self.ttt_layer_type!r}"
             )
-        if self.ttt_implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"TTTConfig.ttt_implementation must be one of {IMPLEMENTATIONS}, got {self.ttt_implementation!r}"
-            )
-        from ..layers.ttt import TOKEN_FACTORS
-        from ..ops.inner_optim import OPTIMIZERS
-
-        for name in ("inner_bias", "inner_norm", "inner_residual", "learnable_init", "lr_gate", "forget_gate"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"TTTConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.ttt_layer_type == "generic":
             from ..layers.beyond import INNER_MODELS
 
@@ -146,17 +117,13 @@ class TTTConfig(PreTrainedConfig):
                 raise ValueError(
                     f"TTTConfig.inner_model must be one of {tuple(INNER_MODELS)}, got {self.inner_model!r}"
                 )
-        if self.token_factor not in TOKEN_FACTORS:
-            raise ValueError(f"TTTConfig.token_factor must be one of {TOKEN_FACTORS}, got {self.token_factor!r}")
-        if self.inner_optimizer not in OPTIMIZERS:
-            raise ValueError(f"TTTConfig.inner_optimizer must be one of {OPTIMIZERS}, got {self.inner_optimizer!r}")
-        for name in ("inner_momentum", "inner_beta2", "inner_weight_decay"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-                raise ValueError(f"TTTConfig.{name} must be a number in [0, 1), got {value!r}")
-        number("inner_lr", 0.0, strict=True)
-        if (self.pre_conv or self.share_qk) and (not isinstance(self.conv_kernel, int) or self.conv_kernel < 1):
-            raise ValueError(f"TTTConfig.conv_kernel must be >= 1 with pre_conv or share_qk, got {self.conv_kernel!r}")
+        if self.pre_conv and (not isinstance(self.conv_kernel, int) or self.conv_kernel < 1):
+            raise ValueError(f"TTTConfig.conv_kernel must be >= 1 with pre_conv, got {self.conv_kernel!r}")
+        # every layer option, in the one place that defines them (the layers take the same object)
+        try:
+            TTTLayerConfig.from_config(self)
+        except ValueError as err:
+            raise ValueError(f"TTTConfig: {err}") from None
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> TTTConfig:

@@ -180,6 +180,10 @@ class TTTPreTrainedModel(PreTrainedModel):
 
 
 class TTTModel(TTTPreTrainedModel):
+    """The TTT backbone: token embeddings, `num_hidden_layers` blocks (optional causal conv, TTT layer, SwiGLU MLP,
+    each pre-normed and residual) and a final RMSNorm. input_ids [B, T] (or inputs_embeds [B, T, C]) -> hidden states
+    [B, T, C]; with a `TTTCache` it continues a sequence from its state. Errors: see `forward`."""
+
     def __init__(self, config: TTTConfig) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
@@ -315,6 +319,11 @@ class TTTModel(TTTPreTrainedModel):
 
 
 class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
+    """A TTT language model (`TTTModel` + LM head, tied to the embeddings by default) with transformers' `generate`,
+    `save_pretrained` / `from_pretrained` (checksum-verified) and the Auto classes after `import ttt`.
+    input_ids [B, T] -> logits [B, T, vocab_size], and the next-token loss given labels. Stateful: its cache cannot
+    be rolled back, so transformers refuses assisted decoding. Errors: see `forward` and `generate`."""
+
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     # forward honours num_items_in_batch (Σ NLL / items of the whole accumulated batch): transformers' Trainer passes
     # it and leaves the loss unscaled under gradient accumulation

@@ -32,8 +32,8 @@ STRICT = ConfigDict(validate_assignment=True, extra="forbid", arbitrary_types_al
 
 @dataclass(config=STRICT)
 class ModelSection:
-    name: str = Field("ttt-linear-tiny", description="a ttt preset, or transformer++-SIZE / mamba-SIZE")
-    gradient_checkpointing: bool = Field(False, description="activation checkpointing per block")
+    name: str = Field(default="ttt-linear-tiny", description="a ttt preset, or transformer++-SIZE / mamba-SIZE")
+    gradient_checkpointing: bool = Field(default=False, description="activation checkpointing per block")
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="model config fields (--model.hidden_size=128), checked against the model"
     )
@@ -41,25 +41,27 @@ class ModelSection:
 
 @dataclass(config=STRICT)
 class DataSection:
-    source: str = Field("bundled", description="bundled, a folder of .txt, a .jsonl file, or hf:NAME")
-    tokenizer: str = Field("byte", description="byte, bpe / bpe:VOCAB, or a local Hugging Face tokenizer folder")
-    seq_len: int = Field(256, ge=1, description="tokens per training window")
-    text_field: str = Field("text", description="the text field of .jsonl / hf: sources")
-    prepared_dir: str = Field("", description="where the tokenized data lives (default: OUT_DIR/data)")
+    source: str = Field(default="bundled", description="bundled, a folder of .txt, a .jsonl file, or hf:NAME")
+    tokenizer: str = Field(
+        default="byte", description="byte, bpe / bpe:VOCAB, or a local Hugging Face tokenizer folder"
+    )
+    seq_len: int = Field(default=256, ge=1, description="tokens per training window")
+    text_field: str = Field(default="text", description="the text field of .jsonl / hf: sources")
+    prepared_dir: str = Field(default="", description="where the tokenized data lives (default: OUT_DIR/data)")
 
 
 @dataclass(config=STRICT)
 class OptimSection:
-    lr: float = Field(3e-3, gt=0, description="peak AdamW learning rate")
-    end_lr: float = Field(1e-5, ge=0, description="learning rate at the end of the cosine decay")
-    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
-    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
-    decay_norms_and_biases: bool = Field(True, description="decay every parameter, as the official JAX code")
-    clip: float = Field(1.0, gt=0, description="gradient-norm clipping threshold")
-    warmup_fraction: float = Field(0.1, ge=0, le=1, description="fraction of the steps with linear warmup")
+    lr: float = Field(default=3e-3, gt=0, description="peak AdamW learning rate")
+    end_lr: float = Field(default=1e-5, ge=0, description="learning rate at the end of the cosine decay")
+    beta1: float = Field(default=0.9, ge=0, lt=1, description="AdamW beta1")
+    beta2: float = Field(default=0.95, ge=0, lt=1, description="AdamW beta2")
+    weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay")
+    decay_norms_and_biases: bool = Field(default=True, description="decay every parameter, as the official JAX code")
+    clip: float = Field(default=1.0, gt=0, description="gradient-norm clipping threshold")
+    warmup_fraction: float = Field(default=0.1, ge=0, le=1, description="fraction of the steps with linear warmup")
     ttt_base_lr_init: float = Field(
-        -1.0,
+        default=-1.0,
         ge=-1,
         description="TTT-MLP's inner learning rate warms up from this to ttt_base_lr over the outer warmup "
         "(-1: the official default for the layer type, 0: off)",
@@ -75,26 +77,30 @@ class OptimSection:
 
 @dataclass(config=STRICT)
 class TrainSection:
-    out_dir: str = Field("runs/ttt", description="the run folder (config, metrics, checkpoints, final/)")
-    steps: int = Field(200, ge=1, description="optimizer steps")
-    batch_size: int = Field(8, ge=1, description="sequences per optimizer step, over all processes")
+    out_dir: str = Field(default="runs/ttt", description="the run folder (config, metrics, checkpoints, final/)")
+    steps: int = Field(default=200, ge=1, description="optimizer steps")
+    batch_size: int = Field(default=8, ge=1, description="sequences per optimizer step, over all processes")
     micro_batch_size: int = Field(
-        0, ge=0, description="sequences per forward on one process (gradient accumulation); 0 = all of its share"
+        default=0,
+        ge=0,
+        description="sequences per forward on one process (gradient accumulation); 0 = all of its share",
     )
-    seed: int = Field(0, ge=0, description="seed of the initialisation and the data order")
-    log_every: int = Field(10, ge=1, description="steps between tokens/s records")
-    eval_every: int = Field(0, ge=0, description="steps between validation losses; 0 = never")
-    eval_batches: int = Field(8, ge=1, description="validation batches per evaluation")
-    ckpt_every: int = Field(50, ge=1, description="steps between checkpoints (and the last step)")
-    keep_last: int = Field(3, ge=0, description="checkpoints kept (the newest); 0 = keep every checkpoint")
-    compile: bool = Field(False, description="torch.compile the model")
+    seed: int = Field(default=0, ge=0, description="seed of the initialisation and the data order")
+    log_every: int = Field(default=10, ge=1, description="steps between tokens/s records")
+    eval_every: int = Field(default=0, ge=0, description="steps between validation losses; 0 = never")
+    eval_batches: int = Field(default=8, ge=1, description="validation batches per evaluation")
+    ckpt_every: int = Field(default=50, ge=1, description="steps between checkpoints (and the last step)")
+    keep_last: int = Field(default=3, ge=0, description="checkpoints kept (the newest); 0 = keep every checkpoint")
+    compile: bool = Field(default=False, description="torch.compile the model")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="auto: bf16 autocast on CUDA, float32 on CPU"
+        default="auto", description="auto: bf16 autocast on CUDA, float32 on CPU"
     )
-    fsdp: bool = Field(False, description="under torchrun: FSDP2 (fully_shard per block) instead of DDP")
-    tensorboard: bool = Field(False, description="also write TensorBoard scalars (needs the tensorboard package)")
+    fsdp: bool = Field(default=False, description="under torchrun: FSDP2 (fully_shard per block) instead of DDP")
+    tensorboard: bool = Field(
+        default=False, description="also write TensorBoard scalars (needs the tensorboard package)"
+    )
     max_nonfinite_steps: int = Field(
-        3, ge=0, description="consecutive steps skipped for a non-finite loss/gradient before the run stops"
+        default=3, ge=0, description="consecutive steps skipped for a non-finite loss/gradient before the run stops"
     )
 
 
@@ -102,8 +108,15 @@ class TrainSection:
 class RunConfig:
     """One training run's whole configuration: four sections of typed, range-checked options.
 
+    `model` (ModelSection: preset or baseline name, config overrides, activation checkpointing), `data` (DataSection:
+    source, tokenizer, seq_len, prepared_dir), `optim` (OptimSection: AdamW and its schedule), `train`
+    (TrainSection: out_dir, steps, batch sizes, seed, logging / evaluation / checkpoint intervals, dtype, FSDP).
+    `RunConfig()` holds the defaults; `RunConfig.from_dict({"optim": {"lr": 1e-3}})`, `load_run_config(path,
+    ["--optim.lr=1e-3"])` (a TOML, YAML or JSON file, then overrides) and `set_value(cfg, section, key, value)` build or
+    change one; `to_dict()` / `save(path)` write it (the run's config.json). Every assignment is validated.
+
     Raises ConfigError (from `set_value`, `from_dict`, `load_run_config`) naming the option, the value and its valid
-    range for a bad value, and naming the key for an unknown one."""
+    range for a bad value, and naming the key for an unknown one (a section that is not a table, too)."""
 
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
@@ -131,11 +144,17 @@ class RunConfig:
         os.replace(tmp, path)
 
 
+_SECTION_CLASSES: tuple[tuple[str, type[Any]], ...] = (
+    ("model", ModelSection),
+    ("data", DataSection),
+    ("optim", OptimSection),
+    ("train", TrainSection),
+)
 SECTIONS_IN_ORDER = [f.name for f in dataclasses.fields(RunConfig)]
 SECTIONS = set(SECTIONS_IN_ORDER)
 OPTIONS: dict[str, dict[str, Any]] = {
-    name: dict(cls.__pydantic_fields__)
-    for name, cls in (("model", ModelSection), ("data", DataSection), ("optim", OptimSection), ("train", TrainSection))
+    name: dict(cls.__pydantic_fields__)  # pydantic dataclasses: the field infos (defaults, bounds, descriptions)
+    for name, cls in _SECTION_CLASSES
 }
 OPTION_TYPES: dict[str, dict[str, Any]] = {
     section: {key: info.annotation for key, info in fields.items()} for section, fields in OPTIONS.items()

@@ -43,7 +43,7 @@ def _check_keys(overrides: dict[str, Any], config_cls: type, name: str) -> None:
 
 def llama_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> LlamaConfig:
     ref, target = _ttt_reference(size, vocab_size, overrides)
-    base = dict(
+    base: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=ref.hidden_size,
         num_hidden_layers=ref.num_hidden_layers,
@@ -66,7 +66,7 @@ def llama_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> Llam
 
 def mamba_matched(size: str, vocab_size: int, overrides: dict[str, Any]) -> MambaConfig:
     ref, target = _ttt_reference(size, vocab_size, overrides)
-    base = dict(
+    base: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=ref.hidden_size,
         state_size=16,

@@ -20,7 +20,8 @@ from .config import OptimSection
 def param_groups(model: nn.Module, weight_decay: float, decay_norms_and_biases: bool) -> list[dict]:
     if decay_norms_and_biases:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -12,12 +12,11 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
+from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from ..atomic import atomic_dir
-from ..data.hf_export import to_hf_tokenizer
-from ..data.tokenizer import Tokenizer
+from ..data import Tokenizer, to_hf_tokenizer
 from ..integrity import write_manifest
 
 FINAL_FOLDER = "final"  # RUN/final: written by the trainer at the last step
@@ -25,7 +24,7 @@ TTT_TOKENIZER_FOLDER = "ttt_tokenizer"  # our own tokenizer files (what `ttt` co
 
 
 def save_pretrained_folder(
-    model: nn.Module,
+    model: PreTrainedModel,
     tokenizer: Tokenizer,
     out: str | os.PathLike,
     state_dict: dict[str, torch.Tensor] | None = None,

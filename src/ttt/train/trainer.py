@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +27,9 @@ from torch.distributed.checkpoint.state_dict import (
     get_optimizer_state_dict,
     set_optimizer_state_dict,
 )
+from transformers import PreTrainedModel
 
-from ..data import PreparedData, load_prepared, prepare
-from ..data.tokenizer import Tokenizer
+from ..data import PreparedData, Tokenizer, load_prepared, prepare
 from ..hf_compat import enable_activation_checkpointing
 from ..integrity import DamagedFileError
 from .checkpoint import checkpoint_dirs, latest_checkpoint, load_checkpoint, save_checkpoint, set_aside, set_rng_state
@@ -61,6 +61,30 @@ def autocast_for(dtype: str, device: torch.device):
 
 
 class Trainer:
+    """One training run of a causal LM (a TTT preset or a matched Transformer++ / Mamba baseline) on one corpus.
+
+    `Trainer(cfg, resume=False, progress=True).run()` prepares the data (`cfg.data`: tokenized once into
+    `data.prepared_dir`, default `train.out_dir/data`), builds the model (`cfg.model`), and runs `train.steps` AdamW
+    steps (`cfg.optim`: warmup then cosine decay, gradient clipping) of `train.batch_size` windows [B, data.seq_len + 1]
+    tokens each (the batch is split over processes under torchrun: DDP, or FSDP2 with `train.fsdp`; and into
+    `train.micro_batch_size` chunks for gradient accumulation). A step whose loss or gradient norm is not finite is
+    skipped. Into `train.out_dir` it writes config.json, metrics.jsonl (one record per step: loss, lr, grad_norm,
+    tokens_per_s every train.log_every steps, val_loss every train.eval_every steps), checkpoints/step_XXXXXXXX
+    every train.ckpt_every steps and at the end (the newest train.keep_last kept; 0: all), and final/ (a Hugging Face
+    save_pretrained folder with the tokenizer) at the last step.
+
+    `resume=True` continues from the newest intact checkpoint in `train.out_dir` (damaged newer ones are set aside),
+    with the same data order; optimizer options may change (recorded in config_history.jsonl), the model, data, batch
+    size and seed may not. `progress`: a tqdm bar on the main process.
+
+    `run()` returns {"history": [the metric records of the steps run], "params": the model's parameter count,
+    "out_dir": str}. Raises ConfigError for a configuration the run cannot use (train.out_dir a file; checkpoints
+    there without `resume`; a changed model, data, batch size or seed on resume; a batch size that the processes or
+    micro-batches do not divide; a checkpoint of another model; too few validation windows for train.eval_every;
+    train.tensorboard without the tensorboard package),
+    DataError (ttt.data) for data that cannot be read or prepared, DamagedFileError when checkpoints exist but none
+    is intact, and NonFiniteError after more than train.max_nonfinite_steps consecutive non-finite steps."""
+
     def __init__(self, cfg: RunConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg = cfg
         self.resume = resume
@@ -109,7 +133,8 @@ class Trainer:
         torch.manual_seed(t.seed)
         data = self.prepare_data()
         tok = data.tokenizer
-        model = build_model(cfg.model.name, tok.vocab_size, cfg.model.overrides).to(info.device)
+        # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound method from mypy
+        model = build_model(cfg.model.name, tok.vocab_size, cfg.model.overrides).to(info.device)  # type: ignore[arg-type]
         if cfg.model.gradient_checkpointing:
             enable_activation_checkpointing(model)
         n_params = count_params(model)
@@ -133,7 +158,7 @@ class Trainer:
         # the optimizer is built on the wrapped model: FSDP2 replaces the parameters by sharded ones
         model = wrap_model(model, info, t.fsdp)
         optimizer = build_optimizer(model, cfg.optim)
-        if checkpoint is not None:
+        if latest is not None and checkpoint is not None:
             start_step = self._restore(latest, checkpoint, model, optimizer, loader)
             if info.is_main:
                 self._truncate_metrics(start_step)
@@ -280,7 +305,8 @@ class Trainer:
     def _save(self, step: int, model: nn.Module, optimizer, loader, n_params: int, final: Tokenizer | None) -> None:
         """A checkpoint of step `step`; at the last step (`final`: the run's tokenizer) also the Hugging Face folder
         `out_dir/final` (save_pretrained weights + tokenizer; see ttt.train.pretrained)."""
-        model_state = get_model_state_dict(model, options=FULL)
+        # full_state_dict=True: plain, unsharded tensors
+        model_state = cast(dict[str, torch.Tensor], get_model_state_dict(model, options=FULL))
         optim_state = get_optimizer_state_dict(model, optimizer, options=FULL)
         if self.info.is_main:
             trainer_state = {
@@ -293,7 +319,9 @@ class Trainer:
             }
             save_checkpoint(self.ckpt_dir, step, model_state, optim_state, trainer_state, self.cfg.train.keep_last)
             if final is not None:
-                save_pretrained_folder(unwrap(model), final, self.out / FINAL_FOLDER, model_state, overwrite=True)
+                save_pretrained_folder(
+                    cast(PreTrainedModel, unwrap(model)), final, self.out / FINAL_FOLDER, model_state, overwrite=True
+                )
         barrier(self.info)
 
     def _load_newest_intact(self, model: nn.Module) -> tuple[Path | None, tuple[dict, dict] | None]:
@@ -310,9 +338,9 @@ class Trainer:
                 damaged.append((path, err))
         barrier(self.info)
         if damaged and self.info.is_main:
-            for path, err in damaged:
+            for path, error in damaged:
                 kept = set_aside(path)
-                warnings.warn(f"checkpoint {path.name} is damaged ({err}); set aside as {kept.name}", stacklevel=2)
+                warnings.warn(f"checkpoint {path.name} is damaged ({error}); set aside as {kept.name}", stacklevel=2)
             if found[0] is not None:
                 print(f"resuming from the newest intact checkpoint, {found[0].name}", file=sys.stderr)
         if found[0] is None and damaged:

@@ -23,8 +23,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...layers.conv import CausalConv1d
-from ...layers.ttt import TTTMLP, TTTLinear
+from ...layers import TTTMLP, CausalConv1d, TTTLinear
 from ..fast_mamba import selective_ssm
 from ..mixers import DeltaRuleLayer, LinearAttentionLayer
 from .data import IGNORE

@@ -1,19 +1,29 @@
-"""Build our model from the official ttt-lm-pytorch config dict and state dict.
+"""The official ttt-lm-pytorch format, both directions.
+
+In: `from_official(config_dict, state_dict)` builds our model from the official config dict and state dict (also
+`ttt.from_official`). Out: `to_official(model, out_dir)` writes config.json with the official fields and
+model.safetensors with the official parameter names (`ttt convert official`), so users can cross-check against the
+official code.
 
 The parameter names and shapes are the same on both sides (our modules keep the official names), so the mapping
-below is where any difference would live: it names every missing, unexpected or mis-shaped tensor.
+below (OFFICIAL_FIELDS, RENAMES) is where any difference would live, for both directions; `from_official` names every
+missing, unexpected or mis-shaped tensor.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import warnings
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
-from .configuration import TTTConfig
-from .modeling import TTTForCausalLM
+from ..atomic import atomic_dir
+from ..models import TTTConfig, TTTForCausalLM
 
 # Official TTTConfig fields we take as they are; anything else in the dict (generic HF keys such as
 # "architectures", "torch_dtype", "transformers_version", "pretraining_tp") is ignored.
@@ -73,7 +83,8 @@ def from_official(config: dict, state_dict: dict[str, Tensor]) -> TTTForCausalLM
     if len(floats) > 1:
         raise ValueError(f"the state dict mixes floating dtypes {sorted(map(str, floats))}; convert it to one first")
     dtype = floats.pop() if floats else torch.float32
-    model = TTTForCausalLM(cfg).to(dtype)
+    # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound method from mypy
+    model = TTTForCausalLM(cfg).to(dtype)  # type: ignore[arg-type]
     expected = model.state_dict()
     if cfg.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
@@ -94,3 +105,20 @@ def from_official(config: dict, state_dict: dict[str, Tensor]) -> TTTForCausalLM
     if cfg.tie_word_embeddings:
         model.tie_weights()
     return model
+
+
+def to_official(model: TTTForCausalLM, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write `model` into `out_dir` in the official format: config.json (OFFICIAL_FIELDS plus the official model type)
+    and model.safetensors (official parameter names; no lm_head.weight when the embeddings are tied), atomically.
+
+    Raises FileExistsError when `out_dir` exists and is not empty, unless `overwrite`."""
+    ours_to_official = {ours: official for official, ours in RENAMES.items()}
+    state = {ours_to_official.get(k, k): v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    config = {name: getattr(model.config, name) for name in OFFICIAL_FIELDS}
+    config.update(model_type="ttt", architectures=["TTTForCausalLM"], scan_checkpoint_group_size=0, use_cache=False)
+    with atomic_dir(out_dir, overwrite) as tmp:
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    return Path(out_dir)

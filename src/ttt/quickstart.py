@@ -1,21 +1,24 @@
 """The main job: train a small TTT-Linear and a same-size Transformer++ the same way on the bundled corpus, evaluate
-both, print a sample from the TTT model, and write the per-position loss plot."""
+both, print a sample from the TTT model, and write the per-position loss plot.
+
+`ttt quickstart` runs it. It is orchestration over the packages (train, eval, generate), so it lives beside the CLI,
+not inside one of them (ttt.train imports nothing from ttt.eval)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from .config import load_run_config
-from .trainer import Trainer
+from .train.config import load_run_config
+from .train.trainer import Trainer
 
 MODELS = ("ttt-linear-tiny", "transformer++-tiny")
 
 
 def quickstart(out_dir: str = "runs/quickstart", steps: int = 300, seq_len: int = 256, batch_size: int = 8) -> dict:
-    from ..eval import evaluate_run, load_run_model
-    from ..generate import generate_text
-    from .models import count_params
+    from .eval import evaluate_run, load_run_model
+    from .generate import generate_text
+    from .train.models import count_params
 
     out = Path(out_dir)
     common = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ttt.train.quickstart import quickstart
+from ttt.quickstart import quickstart
 
 
 def test_quickstart_reruns_on_a_finished_folder(tmp_path, capsys):
