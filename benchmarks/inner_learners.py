@@ -39,7 +39,8 @@ LAYERS = {
 }
 
 
-def state_bytes(layer: torch.nn.Module, seq_len: int) -> int:
+def learner_state_bytes(layer: torch.nn.Module, seq_len: int) -> int:
+    """Bytes of one layer's inference state for one sequence after `seq_len` tokens (not a whole model's)."""
     if isinstance(layer, TTTNadarayaWatson):
         return 2 * seq_len * HIDDEN * 4  # the learner's memory: every k and v so far (fp32)
     if isinstance(layer, TTTGeneric):
@@ -77,7 +78,7 @@ def main() -> None:
     rows = {}
     for name, layer in layers.items():
         ms = 1e3 * statistics.median(times[name][1:])
-        rows[name] = {"ms": ms, "state_bytes": state_bytes(layer, args.seq_len)}
+        rows[name] = {"ms": ms, "state_bytes": learner_state_bytes(layer, args.seq_len)}
         lines.append(f"| {name} | {ms:.1f} | {ms / (1e3 * base):.2f}x | {rows[name]['state_bytes']:,} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """Bytes per session (a TTTCache for one sequence) for each preset, against the KV cache of the parameter-matched
-Transformer++ at 2k / 8k / 32k tokens. Formula-based (`ttt.models.session.state_bytes`, tested equal to
+Transformer++ at 2k / 8k / 32k tokens. Formula-based (`ttt.models.state_bytes`, tested equal to
 `TTTCache.nbytes`), float32 unless --bytes 2.
 
     python benchmarks/state_size.py [--bytes 4]
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ttt.models import get_preset
-from ttt.models.configuration import SIZES
-from ttt.models.session import kv_cache_bytes, state_bytes
+from ttt.models import SIZES, get_preset, kv_cache_bytes, state_bytes
 
 
 def mb(n: int) -> str:

@@ -18,7 +18,7 @@ from ttt.bench.report import CSV_COLUMNS
 from ttt.bench.runner import run_child
 from ttt.bench.spec import BenchSpec, Limits, ModelSpec, SpecError, parse_lengths, parse_models, plan
 from ttt.cli import main as cli_main
-from ttt.models.session import kv_cache_bytes, state_bytes
+from ttt.models import kv_cache_bytes, state_bytes
 from ttt.ops import TTTState, ttt_dual
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "src" / "ttt" / "bench"
@@ -85,7 +85,7 @@ def test_measured_state_bytes_equal_formula(preset: str) -> None:
     convs = int(cfg.pre_conv) + 2 * int(cfg.share_qk)
     # weights and gradient sums, conv states (K - 1 columns), the int64 offset
     per_layer = 4 * (2 * heads * per_head + convs * cfg.hidden_size * (cfg.conv_kernel - 1)) + 8
-    assert bench_models.state_bytes(cache) == per_layer * cfg.num_hidden_layers == state_bytes(cfg)
+    assert bench_models.measured_state_bytes(cache) == per_layer * cfg.num_hidden_layers == state_bytes(cfg)
 
 
 def test_kv_cache_bytes_grow_with_length() -> None:
@@ -96,9 +96,9 @@ def test_kv_cache_bytes_grow_with_length() -> None:
         with torch.no_grad():
             bench_models.prefill(model, "transformer++", torch.randint(0, cfg.vocab_size, (1, seq_len)), cache)
         expected = kv_cache_bytes(cfg.num_hidden_layers, cfg.hidden_size, seq_len)
-        assert bench_models.state_bytes(cache) == expected
+        assert bench_models.measured_state_bytes(cache) == expected
         synthetic = bench_models.synthetic_cache(model, "transformer++", 2, seq_len)
-        assert bench_models.state_bytes(synthetic) == 2 * expected
+        assert bench_models.measured_state_bytes(synthetic) == 2 * expected
 
 
 def test_mamba_state_is_fixed_size() -> None:
@@ -108,7 +108,7 @@ def test_mamba_state_is_fixed_size() -> None:
         cache = bench_models.new_cache(model, "mamba", 1)
         with torch.no_grad():
             bench_models.prefill(model, "mamba", torch.randint(0, cfg.vocab_size, (1, seq_len)), cache)
-        sizes.append(bench_models.state_bytes(cache))
+        sizes.append(bench_models.measured_state_bytes(cache))
     # per layer: conv state [E, k] and SSM state [E, N], float32
     per_layer = 4 * cfg.intermediate_size * (cfg.conv_kernel + cfg.state_size)
     assert sizes == [per_layer * cfg.num_hidden_layers] * 2

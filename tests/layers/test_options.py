@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ttt import TTTMLP, TTTCache, TTTForCausalLM, TTTLinear, get_preset
-from ttt.models.session import state_bytes
+from ttt.models import state_bytes
 
 OPTIONS = {
     "momentum": dict(inner_optimizer="momentum"),

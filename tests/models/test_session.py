@@ -10,7 +10,7 @@ import torch
 
 from ttt import TTTCache, TTTForCausalLM, get_preset
 from ttt.hf_compat import cache_kwargs
-from ttt.models.session import kv_cache_bytes, state_bytes
+from ttt.models import kv_cache_bytes, state_bytes
 
 
 def tiny(preset="ttt-mlp-tiny", seed=0, **kw) -> TTTForCausalLM:

@@ -113,7 +113,7 @@ def test_padding_equals_unpadded_row():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_remat_is_exact(kind, monkeypatch):
-    import ttt.ops.dual as dual
+    import ttt.ops.driver as dual
 
     calls = []
     real = dual.checkpoint

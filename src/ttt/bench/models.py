@@ -1,8 +1,9 @@
 """Build a benchmark model from a ModelSpec and drive its inference state (TTTCache, or transformers' cache).
 
 Every model family goes through the same three calls: `prefill(model, ids, cache)` (logits for the last token only,
-as generation does), `decode_step(model, token, cache)` and `state_bytes(cache)` (bytes of the actual state tensors:
-the TTT state, the Transformer's KV cache, Mamba's conv and SSM states).
+as generation does), `decode_step(model, token, cache)` and `measured_state_bytes(cache)` (bytes of the actual state
+tensors: the TTT state, the Transformer's KV cache, Mamba's conv and SSM states; `ttt.models.state_bytes` is the TTT
+formula they are tested against).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def decode_step(model: PreTrainedModel, family: str, token: Tensor, cache: Any) 
     return model(token, use_cache=True, logits_to_keep=1, **_cache_kwargs(family, cache)).logits[:, -1]
 
 
-def state_bytes(cache: Any) -> int:
+def measured_state_bytes(cache: Any) -> int:
     """Bytes of every tensor the inference state holds (TTTCache.nbytes for ours; the cache layers' tensors for
     transformers' caches: keys and values, or conv and recurrent states)."""
     if hasattr(cache, "nbytes") and callable(cache.nbytes):

@@ -21,7 +21,8 @@ from procstat import emit, is_oom, limit_memory, peak_rss_bytes, reset_peak_rss,
 WARMUP_DECODE_STEPS = 2
 
 
-def state_bytes(cache) -> int:
+def official_cache_bytes(cache) -> int:
+    """Bytes of the official implementation's cache tensors (its TTT params / gradients and conv states), measured."""
     tensors = [t for group in cache.ttt_params_dict.values() for t in group.values()]
     tensors += [t for group in cache.conv_states_dic.values() for t in group.values()]
     return sum(t.numel() * t.element_size() for t in tensors)
@@ -57,7 +58,14 @@ def main(argv: list[str]) -> int:
                 cache = official.TTTCache(model.model, 1)
                 reset_peak_rss()
                 seconds = timed(lambda: prefill(ids, cache))
-                emit(dict(phase="prefill", seconds=seconds, peak_rss=peak_rss_bytes(), state_bytes=state_bytes(cache)))
+                emit(
+                    dict(
+                        phase="prefill",
+                        seconds=seconds,
+                        peak_rss=peak_rss_bytes(),
+                        state_bytes=official_cache_bytes(cache),
+                    )
+                )
                 if p["decode_steps"] > 0:
                     token = torch.zeros(1, 1, dtype=torch.long)
                     reset_peak_rss()

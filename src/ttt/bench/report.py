@@ -9,7 +9,7 @@ Summary columns (summary.csv; one row per kind, model, T, batch):
     gflop         FLOPs of the measured call by formula (ttt.bench.flops), in GFLOP
     gflop_s, mfu  achieved GFLOP/s, and that ÷ the median GEMM rate of the run (fp32 or bf16 as the run's dtype)
     state_bytes   bytes of the inference state after T tokens (measured from the cache tensors); state_formula
-                  the formula (TTT: ttt.models.session.state_bytes; Transformer: 2 · layers · T · C · 4 bytes)
+                  the formula (TTT: ttt.models.state_bytes; Transformer: 2 · layers · T · C · 4 bytes)
     peak_rss_mib  the phase's peak resident memory (weights included)
 """
 
@@ -57,7 +57,7 @@ class FlopModel:
         return forward_flops(model, family, seq_len, batch, logits_tokens=1)
 
     def state_formula(self, spec: ModelSpec, seq_len: int, batch: int) -> int | None:
-        from ..models.session import kv_cache_bytes, state_bytes
+        from ..models import kv_cache_bytes, state_bytes
 
         cfg = self.model(spec).config
         if spec.family in ("ttt", "official"):

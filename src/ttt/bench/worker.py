@@ -61,7 +61,14 @@ def run_prefill(p: dict[str, Any], spec: ModelSpec, seq_len: int) -> None:
         cache = models.new_cache(model, family, 1)
         reset_peak_rss()
         seconds = timed(lambda: models.prefill(model, family, ids, cache))
-        emit(dict(phase="prefill", seconds=seconds, peak_rss=peak_rss_bytes(), state_bytes=models.state_bytes(cache)))
+        emit(
+            dict(
+                phase="prefill",
+                seconds=seconds,
+                peak_rss=peak_rss_bytes(),
+                state_bytes=models.measured_state_bytes(cache),
+            )
+        )
         if p["decode_steps"] > 0:
             reset_peak_rss()
             times = decode_times(model, family, cache, 1, p["decode_steps"], p["dtype"])
@@ -80,7 +87,7 @@ def run_decode(p: dict[str, Any], spec: ModelSpec, seq_len: int, batch: int) -> 
             seconds=statistics.median(times),
             times=times,
             peak_rss=peak_rss_bytes(),
-            state_bytes=models.state_bytes(cache),
+            state_bytes=models.measured_state_bytes(cache),
         )
     )
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..atomic import atomic_dir, check_target
-from ..models.configuration import BASE_LR, JAX_BLOCK_ALIASES, SIZES, TTTConfig
+from ..models import BASE_LR, JAX_BLOCK_ALIASES, SIZES, TTTConfig
 from .safe_pickle import safe_load
 from .streaming import CheckpointFormatError, iter_records
 

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import TTTMLP, TTTBase, TTTLinear
+from ..ops import forward_keys, read_out
 from ..ops.ln import TTT_LN_EPS
-from ..ops.state import forward_keys, read_out
 
 
 def _loss(z: Tensor, v: Tensor) -> Tensor:
@@ -46,7 +46,7 @@ def inner_loss_trace(layer: TTTBase, x: Tensor) -> dict[str, Tensor]:
     before, _ = layer.inner_loop(x, torch.cat([k[:, 1:], k[:, -1:]], 1), k, v, lr, state, None)
     # ℓ(W0; x_t): the initial weights themselves (no step, no retention)
     gamma, beta = layer.inner_norm_params()
-    norm = None if gamma is None else (gamma.unsqueeze(1), beta.unsqueeze(1))
+    norm = None if gamma is None or beta is None else (gamma.unsqueeze(1), beta.unsqueeze(1))
     keys = k.transpose(1, 2)  # [B, H, T, D]
     _, preacts = forward_keys(state.params, keys)
     initial = read_out(keys, preacts[-1], norm, layer.inner_residual, TTT_LN_EPS).transpose(1, 2)

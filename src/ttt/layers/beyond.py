@@ -72,6 +72,9 @@ class TTTGeneric(_NoCache, TTTBase):
     """A TTT layer whose inner model is any module (`inner_model`: an `nn.Module` mapping [D] -> [D], or a name in
     INNER_MODELS). The module is a template: its structure is used, each head gets its own learned W0."""
 
+    _inner_spec: nn.Module | str  # set with object.__setattr__: outside the module tree
+    _template: nn.Module
+
     def __init__(self, hidden_size: int, num_heads: int, inner_model: nn.Module | str = "swiglu", **kwargs) -> None:
         for option, default in (("inner_optimizer", "gd"), ("inner_weight_decay", 0.0), ("forget_gate", False)):
             value = kwargs.get(option, default)

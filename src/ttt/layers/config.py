@@ -11,9 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ops import IMPLEMENTATIONS
 from ..ops.inner_optim import OPTIMIZERS, InnerOptimizer
 
-IMPLEMENTATIONS = ("auto", "dual", "primal", "naive", "compiled")
 TOKEN_FACTORS = ("learned", "harmonic", "one")
 # TTTConfig's names for the fields whose layer name differs
 CONFIG_NAMES = {"num_heads": "num_attention_heads", "implementation": "ttt_implementation"}
@@ -112,7 +112,7 @@ class TTTLayerConfig:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         defaults = InnerOptimizer()
-        settings = {
+        settings: dict[str, Any] = {
             "momentum": getattr(config, "inner_momentum", defaults.momentum),
             "beta2": getattr(config, "inner_beta2", defaults.beta2),
             "lr": getattr(config, "inner_lr", defaults.lr),

@@ -18,6 +18,8 @@ from transformers import initialization as init
 class CausalConv1d(nn.Conv1d):
     """nn.Conv1d(C, C, K, groups=C) applied causally; parameters `weight` [C, 1, K] and `bias` [C]."""
 
+    bias: Tensor  # always made (bias=True); nn.Conv1d declares it Optional
+
     def __init__(self, channels: int, kernel_size: int) -> None:
         super().__init__(channels, channels, kernel_size, groups=channels, padding=0, bias=True)
 
@@ -31,7 +33,9 @@ class CausalConv1d(nn.Conv1d):
         dtype = dtype or self.weight.dtype
         return torch.zeros(batch_size, self.in_channels, self.kernel_size[0] - 1, dtype=dtype, device=device)
 
-    def forward(self, x: Tensor, state: Tensor | None = None, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(  # type: ignore[override]  # carries a state: (x, state, lengths) -> (y, new state), not Conv1d's
+        self, x: Tensor, state: Tensor | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """x: [B, T, C] -> (y [B, T, C], new state [B, C, K − 1])."""
         batch, seq_len, _ = x.shape
         keep = self.kernel_size[0] - 1

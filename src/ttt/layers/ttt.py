@@ -27,8 +27,7 @@ from torch import Tensor, nn
 from transformers import initialization as init
 
 from ..hf_compat import pick_cache, reject_unknown
-from ..ops import TTTState, ttt_dual, ttt_naive, ttt_primal, ttt_primal_step
-from ..ops.compiled import compiled
+from ..ops import TTTState, ttt_forward
 from .config import TTTLayerConfig
 from .conv import CausalConv1d
 from .packing import Packing
@@ -362,38 +361,21 @@ class TTTBase(nn.Module):
         self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, lr: Tensor, ttt_state: TTTState, lengths: Tensor | None
     ) -> tuple[Tensor, TTTState]:
         """z [B, T, H, D] = TTT(q, k, v; lr, tf) from `ttt_state`, in the configured form; returns the new state."""
-        seq_len = q.shape[1]
-        args = (q, k, v, lr, self.token_factor(), *self.inner_norm_params(), ttt_state)
-        options = dict(residual=self.inner_residual, retention=self.retention(x), optimizer=self.inner_optimizer)
-        impl = self.implementation
-        if impl == "auto":
-            impl = "primal" if seq_len == 1 else "dual"
-        if impl in ("primal", "compiled") and seq_len == 1:
-            valid = None if lengths is None else lengths > 0
-            r = options.pop("retention")
-            # (inside the compiled decode graph the step is traced as part of it)
-            fast = impl == "compiled" and not torch.compiler.is_compiling()
-            step = compiled(ttt_primal_step) if fast else ttt_primal_step
-            z, new_state = step(
-                *(a[:, 0] if i < 4 else a for i, a in enumerate(args)),
-                valid=valid,
-                retention=None if r is None else r[:, 0],
-                **options,
-            )
-            z = z.unsqueeze(1)
-        elif impl == "primal":
-            z, new_state = ttt_primal(*args, lengths=lengths, **options)
-        elif impl == "naive":
-            z, new_state = ttt_naive(*args, lengths=lengths, **options)
-        else:
-            z, new_state = ttt_dual(
-                *args,
-                lengths=lengths,
-                remat_mini_batch_group_size=self.remat_mini_batch_group_size,
-                compile_mini_batch=impl == "compiled",
-                **options,
-            )
-        return z, new_state
+        return ttt_forward(
+            self.implementation,
+            q,
+            k,
+            v,
+            lr,
+            self.token_factor(),
+            *self.inner_norm_params(),
+            ttt_state,
+            lengths=lengths,
+            residual=self.inner_residual,
+            retention=self.retention(x),
+            optimizer=self.inner_optimizer,
+            remat_mini_batch_group_size=self.remat_mini_batch_group_size,
+        )
 
     def extra_repr(self) -> str:
         extra = ""

@@ -3,20 +3,25 @@
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .cache import TTTCache
-from .configuration import JAX_BLOCK_ALIASES, TTTConfig, get_preset, preset_names
+from .configuration import BASE_LR, JAX_BLOCK_ALIASES, SIZES, TTTConfig, get_preset, preset_names
 from .modeling import TTTForCausalLM, TTTModel, TTTPreTrainedModel
+from .state_size import kv_cache_bytes, state_bytes
 
 AutoConfig.register("ttt", TTTConfig, exist_ok=True)
 AutoModel.register(TTTConfig, TTTModel, exist_ok=True)
 AutoModelForCausalLM.register(TTTConfig, TTTForCausalLM, exist_ok=True)
 
 __all__ = [
+    "BASE_LR",
     "JAX_BLOCK_ALIASES",
+    "SIZES",
     "TTTCache",
     "TTTConfig",
     "TTTForCausalLM",
     "TTTModel",
     "TTTPreTrainedModel",
     "get_preset",
+    "kv_cache_bytes",
     "preset_names",
+    "state_bytes",
 ]

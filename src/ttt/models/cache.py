@@ -7,8 +7,10 @@ the offset in the mini-batch per row, and the conv states. It does not grow with
 from __future__ import annotations
 
 import weakref
+from typing import Any, cast
 
 import torch
+from torch import Tensor
 from transformers.cache_utils import Cache
 
 from ..layers.state import TTTLayerState
@@ -23,10 +25,19 @@ class TTTCache(Cache):
     `save`/`load` for sessions; it cannot be cropped (assisted decoding), since tokens are folded into the inner
     weights. Raises TypeError when built from anything but TTTLayerStates."""
 
+    # transformers types `layers` as its own layer classes; TTTLayerState implements their protocol without
+    # subclassing them (it holds no keys / values), so the stub's type is too narrow here
+    layers: list[TTTLayerState]  # type: ignore[assignment]
+    input_ids: Tensor | None  # the tokens so far, set by `load` (None when the session had none)
+    rng_state: Tensor | None  # the sampler's RNG state, set by `load`
+    _model_ref: weakref.ref[Any] | None  # the model made for (`from_model`), for `save`
+
     def __init__(self, layers: list[TTTLayerState]):
         if not layers or not all(isinstance(layer, TTTLayerState) for layer in layers):
             raise TypeError("TTTCache takes a non-empty list of TTTLayerState (see TTTCache.from_model)")
-        super().__init__(layers=list(layers))
+        super().__init__(layers=cast("list[Any]", list(layers)))
+        self.input_ids = self.rng_state = None
+        self._model_ref = None
 
     @classmethod
     def from_model(cls, model, batch_size: int, dtype: torch.dtype | None = None, device=None) -> TTTCache:
@@ -54,7 +65,8 @@ class TTTCache(Cache):
         `input_ids` (the tokens so far) and `rng_state` (the sampler's) travel with it when given."""
         from .session import save_session
 
-        model = model if model is not None else getattr(self, "_model_ref", lambda: None)()
+        if model is None and self._model_ref is not None:
+            model = self._model_ref()
         if model is None:
             raise ValueError("TTTCache.save needs the model this cache belongs to: pass model=")
         return save_session(self, path, model, input_ids, rng_state)

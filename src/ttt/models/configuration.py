@@ -7,6 +7,8 @@ names are aliases: `ttt_linear` / `ttt_mlp` (Mamba backbone), `ttt_linear_base` 
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers import PreTrainedConfig
 
 from ..layers.config import TTTLayerConfig
@@ -130,14 +132,14 @@ class TTTConfig(PreTrainedConfig):
         return get_preset(name, **overrides)
 
 
-SIZES = {
+SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=256),
     "125m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12),
     "350m": dict(hidden_size=1024, intermediate_size=2736, num_hidden_layers=24, num_attention_heads=16),
     "760m": dict(hidden_size=1536, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
     "1.3b": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=24, num_attention_heads=32),
 }
-BACKBONES = {
+BACKBONES: dict[str, dict[str, bool]] = {
     "mamba": dict(pre_conv=True, share_qk=True, use_gate=True),
     "transformer": dict(pre_conv=False, share_qk=False, use_gate=False),
 }
@@ -173,6 +175,8 @@ def get_preset(name: str, **overrides) -> TTTConfig:
         layer, size = parts[1], parts[2]
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r} in preset {name!r}; sizes: {', '.join(SIZES)}")
-    fields = dict(ttt_layer_type=layer, ttt_base_lr=BASE_LR[layer], **SIZES[size], **BACKBONES[backbone])
+    fields: dict[str, Any] = dict(
+        ttt_layer_type=layer, ttt_base_lr=BASE_LR[layer], **SIZES[size], **BACKBONES[backbone]
+    )
     fields.update(overrides)
     return TTTConfig(**fields)

@@ -11,14 +11,19 @@ tensors are written back into the cache afterwards. Same math as the eager path 
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..layers import TTTLayerState
 
+if TYPE_CHECKING:
+    from .cache import TTTCache
+    from .modeling import TTTModel
 
-def _step(model: nn.Module, h: Tensor, states: list[TTTLayerState]) -> Tensor:
+
+def _step(model: TTTModel, h: Tensor, states: list[TTTLayerState]) -> Tensor:
     for block, state in zip(model.layers, states):
         h = block(h, None, state)
     return model.norm(h)
@@ -29,7 +34,7 @@ def _compiled_step():
     return torch.compile(_step, dynamic=False)
 
 
-def decode_step(model: nn.Module, h: Tensor, cache) -> Tensor:
+def decode_step(model: TTTModel, h: Tensor, cache: TTTCache) -> Tensor:
     """Embedded tokens h [B, 1, C] through the blocks and final norm of `model` (a TTTModel) with `cache` (a
     TTTCache), updated in place. Returns the final hidden states [B, 1, C]."""
     fresh = [TTTLayerState(ttt=layer.ttt, conv=dict(layer.conv)) for layer in cache.layers]

@@ -9,7 +9,9 @@ Block (Mamba backbone when pre_conv / share_qk / use_gate are on; Transformer ba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +22,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from ..hf_compat import CACHE_NAME, output_cache, pick_cache, reject_unknown
+from ..hf_compat import CACHE_NAME, cache_kwargs, output_cache, pick_cache, reject_unknown
 from ..integrity import DamagedFileError, verify_manifest, write_manifest
 from ..layers import TTT_LAYERS, CausalConv1d, Packing, TTTBase, TTTLayerState
 from .cache import TTTCache
@@ -184,6 +186,8 @@ class TTTModel(TTTPreTrainedModel):
     each pre-normed and residual) and a final RMSNorm. input_ids [B, T] (or inputs_embeds [B, T, C]) -> hidden states
     [B, T, C]; with a `TTTCache` it continues a sequence from its state. Errors: see `forward`."""
 
+    embed_tokens: nn.Module  # an nn.Embedding unless replaced (transformers' set_input_embeddings takes any module)
+
     def __init__(self, config: TTTConfig) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
@@ -192,16 +196,22 @@ class TTTModel(TTTPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
+    def get_input_embeddings(self) -> nn.Module:
         return self.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    def set_input_embeddings(self, value: nn.Module) -> None:
         self.embed_tokens = value
 
-    def _check_inputs(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> None:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("give exactly one of input_ids or inputs_embeds")
+    @property
+    def _blocks(self) -> list[Block]:
+        """`layers` as the `Block`s they are (nn.ModuleList yields plain modules to the type checker)."""
+        return cast("list[Block]", list(self.layers))
+
+    def _check_inputs(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
+        """Check the inputs; returns the one given (input_ids or inputs_embeds)."""
         given = input_ids if input_ids is not None else inputs_embeds
+        if given is None or (input_ids is not None and inputs_embeds is not None):
+            raise ValueError("give exactly one of input_ids or inputs_embeds")
         if given.dim() >= 1 and given.shape[0] == 0:
             raise ValueError("the input has no rows (batch size 0): give at least one sequence")
         if input_ids is not None:
@@ -214,10 +224,11 @@ class TTTModel(TTTPreTrainedModel):
                     f"input_ids must lie in [0, vocab_size={self.config.vocab_size}), got values in "
                     f"[{int(input_ids.min())}, {int(input_ids.max())}]"
                 )
-        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+        elif given.dim() != 3 or given.shape[-1] != self.config.hidden_size:
             raise ValueError(
-                f"inputs_embeds must be [batch, seq_len, {self.config.hidden_size}], got {tuple(inputs_embeds.shape)}"
+                f"inputs_embeds must be [batch, seq_len, {self.config.hidden_size}], got {tuple(given.shape)}"
             )
+        return given
 
     def forward(
         self,
@@ -248,16 +259,15 @@ class TTTModel(TTTPreTrainedModel):
         """
         reject_unknown(f"{type(self).__name__}.forward", kwargs)
         past_key_values = pick_cache(cache, past_key_values)
-        self._check_inputs(input_ids, inputs_embeds)
+        given = self._check_inputs(input_ids, inputs_embeds)
         if output_attentions:
             raise ValueError("output_attentions=True: TTT layers compute no attention weights")
         if position_ids is not None:
-            given = input_ids if input_ids is not None else inputs_embeds
             check_position_ids(position_ids, attention_mask, given.shape[0], given.shape[1])
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        cacheable = all(block.seq_modeling_block.supports_cache for block in self.layers)
+        cacheable = all(block.seq_modeling_block.supports_cache for block in self._blocks)
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training and cacheable
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -282,34 +292,36 @@ class TTTModel(TTTPreTrainedModel):
                     "it was made for another config"
                 )
             # once per call, for every layer (the blocks then pass each layer its state unchecked)
-            for block, state in zip(self.layers, past_key_values.layers):
-                block.check_cache(state, h.shape[0])
+            for block, cached in zip(self._blocks, past_key_values.layers):
+                block.check_cache(cached, h.shape[0])
 
-        if self._fast_decode(h, attention_mask, past_key_values, output_hidden_states):
+        if past_key_values is not None and self._fast_decode(h, attention_mask, past_key_values, output_hidden_states):
             h = decode_step(self, h, past_key_values)
             return (
-                BaseModelOutputWithPast(last_hidden_state=h, **{CACHE_NAME: past_key_values})
+                BaseModelOutputWithPast(last_hidden_state=h, **cache_kwargs(past_key_values))
                 if return_dict
                 else (h, past_key_values)
             )
-        hidden_states = (h,) if output_hidden_states else None
+        hidden_states: tuple[Tensor, ...] | None = (h,) if output_hidden_states else None
         # the padding layout, once for all blocks; each block gets its own layer's state
         packing = Packing.from_mask(attention_mask, h.shape[0], h.shape[1], h.device)
-        states = past_key_values.layers if past_key_values is not None else [None] * len(self.layers)
-        for block, state in zip(self.layers, states):
+        states: Sequence[TTTLayerState | None] = (
+            past_key_values.layers if past_key_values is not None else [None] * len(self.layers)
+        )
+        for block, state in zip(self._blocks, states):
             h = block(h, packing, state)
-            if output_hidden_states:
+            if hidden_states is not None:
                 hidden_states += (h,)
         h = self.norm(h)
-        if output_hidden_states:
+        if hidden_states is not None:
             # HF convention: the last entry is after the final norm
             hidden_states = hidden_states[:-1] + (h,)
         cache = past_key_values if use_cache or past_key_values is not None else None
         if not return_dict:
             return tuple(x for x in (h, cache, hidden_states) if x is not None)
-        return BaseModelOutputWithPast(last_hidden_state=h, hidden_states=hidden_states, **{CACHE_NAME: cache})
+        return BaseModelOutputWithPast(last_hidden_state=h, hidden_states=hidden_states, **cache_kwargs(cache))
 
-    def _fast_decode(self, h: Tensor, attention_mask, cache, output_hidden_states: bool) -> bool:
+    def _fast_decode(self, h: Tensor, attention_mask, cache, output_hidden_states: bool | None) -> bool:
         """Single-token steps through the compiled decode graph (`ttt_implementation="compiled"`, inference)."""
         if self.config.ttt_implementation != "compiled" or cache is None or output_hidden_states:
             return False
@@ -358,10 +370,10 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
             )
         return super().generate(inputs, *args, **kwargs)
 
-    def get_input_embeddings(self) -> nn.Embedding:
+    def get_input_embeddings(self) -> nn.Module:
         return self.model.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    def set_input_embeddings(self, value: nn.Module) -> None:
         self.model.embed_tokens = value
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -442,6 +454,8 @@ def causal_lm_loss(
     The mean over the scored targets, or Σ / num_items_in_batch when that is given (as transformers' `ForCausalLMLoss`).
     Raises ValueError for targets of the wrong shape."""
     if shift_labels is None:
+        if labels is None:
+            raise ValueError("causal_lm_loss needs labels or shift_labels")
         if labels.shape != logits.shape[:2]:
             raise ValueError(f"labels must have shape {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
         logits, targets = logits[:, :-1], labels[:, 1:]

@@ -14,19 +14,24 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from .cache import TTTCache
+    from .modeling import TTTModel
+
 FORMAT = "ttt-session/1"
 _VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures")
 
 
-def _base(model: nn.Module) -> nn.Module:
+def _base(model: nn.Module) -> TTTModel:
     # the TTTModel inside a TTTForCausalLM: caches belong to it, whichever of the two built them
-    return getattr(model, "model", model)
+    return cast("TTTModel", getattr(model, "model", model))
 
 
 def config_fingerprint(model: nn.Module) -> str:
@@ -54,7 +59,11 @@ def tensors_checksum(tensors: dict[str, Tensor]) -> str:
 
 
 def save_session(
-    cache, path: str | os.PathLike, model: nn.Module, input_ids: Tensor | None = None, rng_state: Tensor | None = None
+    cache: TTTCache,
+    path: str | os.PathLike,
+    model: nn.Module,
+    input_ids: Tensor | None = None,
+    rng_state: Tensor | None = None,
 ) -> Path:
     """Write `cache` (built for `model`) and, optionally, the token ids so far and a torch RNG state."""
     tensors: dict[str, Tensor] = {}
@@ -84,7 +93,7 @@ def save_session(
     return path
 
 
-def load_session(path: str | os.PathLike, model: nn.Module):
+def load_session(path: str | os.PathLike, model: nn.Module) -> tuple[TTTCache, Tensor | None, Tensor | None]:
     """(cache, input_ids or None, rng_state or None) from a session file, checked against `model`."""
     from .cache import TTTCache
 
@@ -116,7 +125,7 @@ def load_session(path: str | os.PathLike, model: nn.Module):
         except ValueError as err:
             raise ValueError(f"{path} does not fit this model (layer {i}): {err}") from None
         offset = layer.ttt.offset
-        mini_batch = model.config.mini_batch_size
+        mini_batch = _base(model).config.mini_batch_size
         if bool(((offset < 0) | (offset >= mini_batch)).any()):
             raise ValueError(f"{path} is corrupted: layer {i} has mini-batch offsets outside [0, {mini_batch})")
         layer.num_positions = positions[i]
@@ -124,30 +133,3 @@ def load_session(path: str | os.PathLike, model: nn.Module):
     if "rng_state" in meta:
         rng = torch.frombuffer(bytearray(base64.b64decode(meta["rng_state"])), dtype=torch.uint8).clone()
     return cache, tensors.get("input_ids"), rng
-
-
-def state_bytes(config, batch_size: int = 1, bytes_per_value: int = 4) -> int:
-    """Bytes of a TTTCache for `config` (the formula `TTTCache.nbytes` measures): per layer and head the inner
-    weights and their gradient sums (TTT-Linear: 2 (d² + d); TTT-MLP: 2 (8d² + 5d)), plus the conv states and the
-    int64 offsets. Constant in the context length."""
-    from ..ops.inner_optim import BUFFERS
-
-    heads, d = config.num_attention_heads, config.hidden_size // config.num_attention_heads
-    bias = getattr(config, "inner_bias", True)
-    inner = d * d + d * bias if config.ttt_layer_type == "linear" else 8 * d * d + 5 * d * bias
-    # weights, gradient sums and the inner optimizer's buffers (momentum: 1, adam: 2)
-    copies = 2 + len(BUFFERS[getattr(config, "inner_optimizer", "gd")])
-    convs = (1 if config.pre_conv else 0) + (2 if config.share_qk else 0)
-    values = copies * heads * inner + convs * config.hidden_size * (config.conv_kernel - 1)
-    if getattr(config, "forget_gate", False) or getattr(config, "inner_weight_decay", 0.0):
-        values += heads  # the retention accumulated in the current mini-batch
-    extra_ints = 1 if getattr(config, "inner_optimizer", "gd") == "adam" else 0  # closed mini-batches
-    per_layer = values * bytes_per_value + 8 * (1 + extra_ints)
-    return batch_size * per_layer * config.num_hidden_layers
-
-
-def kv_cache_bytes(
-    num_layers: int, hidden_size: int, seq_len: int, batch_size: int = 1, bytes_per_value: int = 4
-) -> int:
-    """Bytes of a Transformer's KV cache (full multi-head attention) after `seq_len` tokens."""
-    return 2 * num_layers * seq_len * hidden_size * batch_size * bytes_per_value

@@ -1,21 +1,30 @@
-"""The TTT math: one computation in three forms (naive oracle, dual, primal step), `[B, T, H, D]` layout."""
+"""The TTT math, `[B, T, H, D]` layout: one computation in several forms, each its own file.
 
-from .dual import ttt_dual
+state.py (the carried state), inner.py (the inner model, its loss and read-out: the paper's equations),
+naive.py (token-by-token oracle), dual.py (one mini-batch in the dual form) + driver.py (mini-batches over a
+sequence, remat, compile), materialized.py (per-token weights, for non-linear inner optimizers), primal.py (the
+decode step), forms.py (which form an implementation name runs), inner_optim.py, ln.py, generic.py,
+nadaraya_watson.py."""
+
+from .driver import ttt_dual
+from .forms import IMPLEMENTATIONS, ttt_forward
+from .inner import forward_keys, read_out
 from .ln import gelu_tanh, gelu_tanh_bwd, ln_fused_l2_bwd, ln_fwd
 from .naive import ttt_naive
 from .primal import ttt_primal, ttt_primal_step
 from .state import TTTState
 
-TTT_IMPLEMENTATIONS = {"naive": ttt_naive, "dual": ttt_dual, "primal": ttt_primal}
-
 __all__ = [
-    "TTT_IMPLEMENTATIONS",
+    "IMPLEMENTATIONS",
     "TTTState",
+    "forward_keys",
+    "read_out",
     "gelu_tanh",
     "gelu_tanh_bwd",
     "ln_fused_l2_bwd",
     "ln_fwd",
     "ttt_dual",
+    "ttt_forward",
     "ttt_naive",
     "ttt_primal",
     "ttt_primal_step",

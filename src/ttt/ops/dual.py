@@ -8,28 +8,17 @@ weights. Per layer l of f, with X_l / X̄_l the key-side / query-side inputs, g_
     X̄_{l+1} = gelu(Z̄_l),   z = q + LN(Z̄_last)
 
 and the state moves on by G ← G + Σ_j lr_j ∇ℓ_j; a mini-batch that a row completes closes with W ← W − tf_{b−1} G,
-G ← 0. Rows may start at different offsets inside a mini-batch (cache) and hold different numbers of real
-tokens (padding): tokens are laid out on a grid aligned to each row's mini-batch boundaries, empty slots get
-lr = 0, and a mini-batch closes only for the rows that fill it.
+G ← 0. This file is the kernel for one mini-batch (the paper's dual form, Sec. 2.5); `driver.py` lays a sequence
+out in mini-batches and runs them (`ttt_dual`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
-from .compiled import compiled
-from .inner_optim import GD, InnerOptimizer
-from .ln import TTT_LN_EPS, gelu_tanh
-from .materialized import materialized_mini_batch
-from .state import (
+from .inner import (
     Norm,
-    TTTState,
     affine,
     backward_keys,
     close_mini_batch,
@@ -38,9 +27,11 @@ from .state import (
     num_layers,
     read_out,
     retention_within,
-    tmap,
     weight_grads,
 )
+from .inner_optim import GD, InnerOptimizer
+from .ln import TTT_LN_EPS, gelu_tanh
+from .state import TTTState, tmap
 
 # Per mini-batch: True (every row completes it), False (none does) or a [B] bool tensor.
 Completion = bool | Tensor
@@ -99,119 +90,3 @@ def dual_mini_batch(
         new_sums = tmap(torch.add, grad_sums, new_sums)
     last = None if decay is None else decay[..., -1]
     return out, close_mini_batch(carry, new_sums, last, complete, token_factor[-1], optimizer)
-
-
-def _to_grid(x: Tensor, slots: Tensor | None, front: int, grid_len: int) -> Tensor:
-    """Lay x [B, T, ...] out on the aligned grid [B, grid_len, ...] (zeros in empty slots)."""
-    if slots is None:
-        pad = [0, 0] * (x.dim() - 2) + [front, grid_len - front - x.shape[1]]
-        return F.pad(x, pad)
-    grid = x.new_zeros((x.shape[0], grid_len + 1) + x.shape[2:])
-    index = slots.view(slots.shape + (1,) * (x.dim() - 2)).expand_as(x)
-    return grid.scatter(1, index, x)[:, :grid_len]
-
-
-def _from_grid(y: Tensor, slots: Tensor | None, front: int, seq_len: int) -> Tensor:
-    if slots is None:
-        return y[:, front : front + seq_len]
-    index = slots.clamp(max=y.shape[1] - 1)
-    return y.gather(1, index.view(index.shape + (1,) * (y.dim() - 2)).expand(index.shape + y.shape[2:]))
-
-
-def ttt_dual(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    lr: Tensor,
-    token_factor: Tensor,
-    ln_weight: Tensor | None,
-    ln_bias: Tensor | None,
-    state: TTTState,
-    lengths: Tensor | None = None,
-    residual: bool = True,
-    remat_mini_batch_group_size: int = 0,
-    eps: float = TTT_LN_EPS,
-    retention: Tensor | None = None,
-    optimizer: InnerOptimizer = GD,
-    materialize: bool | None = None,
-    compile_mini_batch: bool = False,
-) -> tuple[Tensor, TTTState]:
-    """q, k, v: [B, T, H, D]; lr: [B, T, H]; token_factor: [b]; ln_weight, ln_bias: [H, D] (None: no LN);
-    lengths: [B] or None; retention: [B, T, H] per-token r_t or None; optimizer: the inner optimizer.
-
-    Row r uses its first lengths[r] tokens (the rest are padding: output 0, no effect on the state). With
-    `remat_mini_batch_group_size` = g > 0 and autograd on, each group of g mini-batches is recomputed in backward.
-    Each mini-batch runs in the dual form when the optimizer is linear in G, else with per-token weights
-    (`materialized.py`); `materialize=True` forces the latter. `compile_mini_batch`: run the per-mini-batch
-    step through torch.compile (`compiled.py`). Returns z [B, T, H, D] and the state after each row's tokens.
-    """
-    if materialize is None:
-        materialize = not optimizer.is_linear
-    mini_batch = materialized_mini_batch if materialize else dual_mini_batch
-    if compile_mini_batch:
-        mini_batch = compiled(mini_batch)
-    batch, seq_len, heads, head_dim = q.shape
-    b = token_factor.shape[0]
-    if seq_len == 0:
-        return q.new_zeros(q.shape), state
-    offsets = state.offset.tolist()
-    counts = [seq_len] * batch if lengths is None else [int(n) for n in lengths.tolist()]
-    ends = [o + n for o, n in zip(offsets, counts)]
-    n_mb = max(1, math.ceil(max(ends) / b))
-    grid_len = n_mb * b
-
-    uniform = len(set(offsets)) == 1 and all(n == seq_len for n in counts)
-    slots, front = None, offsets[0]
-    if not uniform:
-        steps = torch.arange(seq_len, device=q.device)
-        real = steps.unsqueeze(0) < torch.tensor(counts, device=q.device).unsqueeze(1)
-        # padding tokens go to a scratch slot past the grid
-        slots = torch.where(real, state.offset.unsqueeze(1) + steps.unsqueeze(0), grid_len)
-
-    def mini_batches(x: Tensor) -> tuple[Tensor, ...]:
-        # [B, grid_len, H, ...] -> n_mb × [B, H, b, ...], each contiguous: its strides then do not depend on the
-        # sequence length, so a compiled mini-batch step (static shapes and strides) is not recompiled per length
-        x = _to_grid(x, slots, front, grid_len)
-        x = x.view(batch, n_mb, b, heads, -1).permute(1, 0, 3, 2, 4).contiguous()
-        return x.unbind(0)
-
-    qs, ks, vs = mini_batches(q), mini_batches(k), mini_batches(v)
-    lrs = tuple(x.squeeze(-1) for x in mini_batches(lr.unsqueeze(-1)))
-    # empty grid slots keep r = 1 (no decay): shift by one so the grid's zeros mean 1
-    rs: tuple[Tensor | None, ...] = (None,) * n_mb
-    if retention is not None:
-        rs = tuple(1 + x.squeeze(-1) for x in mini_batches(retention.unsqueeze(-1) - 1))
-    ln = None if ln_weight is None else (ln_weight.unsqueeze(1), ln_bias.unsqueeze(1))
-
-    completions: list[Completion] = []
-    for m in range(n_mb):
-        done = [(m + 1) * b <= e for e in ends]
-        completions.append(all(done) or (any(done) and torch.tensor(done, device=q.device)))
-
-    def run(first: int, last: int, carry: TTTState):
-        outs = []
-        for m in range(first, last):
-            out, carry = mini_batch(
-                qs[m], ks[m], vs[m], lrs[m], rs[m], token_factor, ln, carry, completions[m], optimizer, residual, eps
-            )
-            outs.append(out)
-        return outs, carry
-
-    carry = state
-    group = remat_mini_batch_group_size if remat_mini_batch_group_size > 0 and torch.is_grad_enabled() else n_mb
-    outs: list[Tensor] = []
-    for first in range(0, n_mb, group):
-        last = min(first + group, n_mb)
-        if group < n_mb:
-            chunk, carry = checkpoint(run, first, last, carry, use_reentrant=False)
-        else:
-            chunk, carry = run(first, last, carry)
-        outs.extend(chunk)
-
-    # n_mb × [B, H, b, D] -> [B, grid_len, H, D]
-    out = torch.stack(outs, dim=1).permute(0, 1, 3, 2, 4).reshape(batch, grid_len, heads, head_dim)
-    out = _from_grid(out, slots, front, seq_len)
-    if slots is not None:
-        out = out * (slots < grid_len).unsqueeze(-1).unsqueeze(-1).to(out.dtype)
-    new_offset = torch.tensor([e % b for e in ends], dtype=torch.long, device=q.device)
-    return out, dataclasses.replace(carry, offset=new_offset)

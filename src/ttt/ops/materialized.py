@@ -15,11 +15,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .inner_optim import GD, InnerOptimizer
-from .ln import TTT_LN_EPS, gelu_tanh
-from .state import (
+from .inner import (
     Norm,
-    TTTState,
     backward_keys,
     close_mini_batch,
     forward_keys,
@@ -27,8 +24,10 @@ from .state import (
     num_layers,
     read_out,
     retention_within,
-    tmap,
 )
+from .inner_optim import GD, InnerOptimizer
+from .ln import TTT_LN_EPS, gelu_tanh
+from .state import TTTState, tmap
 
 
 def token_gradient_sums(

@@ -10,12 +10,15 @@ For the token at position i = offset of its row (all ops per head; U = G for the
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
+from .inner import affine, backward_keys, close_mini_batch, forward_keys, loss_grad, num_layers, read_out, weight_grads
 from .inner_optim import GD, InnerOptimizer
 from .ln import TTT_LN_EPS, gelu_tanh
-from .state import TTTState, affine, backward_keys, forward_keys, loss_grad, num_layers, read_out, tmap, weight_grads
+from .state import TTTState, tmap
 
 
 def ttt_primal_step(
@@ -70,25 +73,12 @@ def ttt_primal_step(
     advance = torch.ones_like(state.offset) if valid is None else valid.long()
     offset = state.offset + advance
     close = offset == b
-    shut = close.view(batch, 1, 1, 1)
-
-    def closed(p: Tensor, u: Tensor) -> Tensor:
-        return torch.where(shut, (p if c is None else c * p) - token_factor[-1] * u, p)
-
-    params = tmap(closed, params, update)
-    new_sums = tmap(lambda g: torch.where(shut, torch.zeros_like(g), g), new_sums)
     if valid is not None:
         out = out * valid.to(out.dtype).view(batch, 1, 1)
-    # a padding token never closes a mini-batch, so it leaves the optimizer state as it was
-    new_buffers = tuple(tmap(lambda n, o: torch.where(shut, n, o), nk, ok) for nk, ok in zip(next_buffers, buffers))
-    new_state = TTTState(
-        params,
-        new_sums,
-        torch.where(close, torch.zeros_like(offset), offset),
-        buffers=new_buffers,
-        steps=steps + close.long() if optimizer.needs_steps else None,
-        retention=None if decay is None else torch.where(close.unsqueeze(-1), torch.ones_like(decay), decay),
-    )
+    # the rows that filled their mini-batch close it with the update they just read out with; a padding token never
+    # closes one, so it leaves the optimizer state as it was
+    carry = dataclasses.replace(state, offset=torch.where(close, torch.zeros_like(offset), offset))
+    new_state = close_mini_batch(carry, new_sums, decay, close, token_factor[-1], optimizer, (update, next_buffers))
     return out, new_state
 
 

@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM, PreTrainedModel
 
-from ..models import TTTConfig, TTTForCausalLM, get_preset
-from ..models.configuration import SIZES
+from ..models import SIZES, TTTConfig, TTTForCausalLM, get_preset
 from .config import ConfigError
 
 BASELINES = ("transformer++", "mamba")

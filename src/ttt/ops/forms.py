@@ -1,0 +1,81 @@
+"""Which form computes a TTT layer's inner loop: the one place that maps an implementation name to a form.
+
+auto       the primal step for one token (decode), the dual form for several (prefill, training)
+compiled   the same, each through torch.compile (the decode step unless already inside a compiled graph)
+dual       the mini-batch driver with the dual (or, for a non-linear optimizer, per-token-weights) kernel
+primal     the primal step token by token
+naive      the token-by-token oracle with autograd inner gradients (slow; the reference)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .compiled import compiled
+from .driver import ttt_dual
+from .inner_optim import GD, InnerOptimizer
+from .naive import ttt_naive
+from .primal import ttt_primal, ttt_primal_step
+from .state import TTTState
+
+IMPLEMENTATIONS = ("auto", "dual", "primal", "naive", "compiled")
+
+
+def ttt_forward(
+    implementation: str,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lr: Tensor,
+    token_factor: Tensor,
+    ln_weight: Tensor | None,
+    ln_bias: Tensor | None,
+    state: TTTState,
+    lengths: Tensor | None = None,
+    residual: bool = True,
+    retention: Tensor | None = None,
+    optimizer: InnerOptimizer = GD,
+    remat_mini_batch_group_size: int = 0,
+) -> tuple[Tensor, TTTState]:
+    """z [B, T, H, D] and the new state for q, k, v [B, T, H, D], lr [B, T, H], in the form `implementation` names
+    (see the module docstring; the arguments are those of `ttt_dual`). Raises ValueError for an unknown name."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    seq_len = q.shape[1]
+    if implementation == "auto":
+        implementation = "primal" if seq_len == 1 else "dual"
+    if implementation in ("primal", "compiled") and seq_len == 1:
+        valid = None if lengths is None else lengths > 0
+        # (inside the compiled decode graph the step is traced as part of it)
+        fast = implementation == "compiled" and not torch.compiler.is_compiling()
+        step = compiled(ttt_primal_step) if fast else ttt_primal_step
+        z, new_state = step(
+            q[:, 0],
+            k[:, 0],
+            v[:, 0],
+            lr[:, 0],
+            token_factor,
+            ln_weight,
+            ln_bias,
+            state,
+            valid=valid,
+            retention=None if retention is None else retention[:, 0],
+            residual=residual,
+            optimizer=optimizer,
+        )
+        return z.unsqueeze(1), new_state
+    args = (q, k, v, lr, token_factor, ln_weight, ln_bias, state)
+    if implementation == "primal":
+        return ttt_primal(*args, lengths=lengths, retention=retention, residual=residual, optimizer=optimizer)
+    if implementation == "naive":
+        return ttt_naive(*args, lengths=lengths, retention=retention, residual=residual, optimizer=optimizer)
+    return ttt_dual(
+        *args,
+        lengths=lengths,
+        retention=retention,
+        remat_mini_batch_group_size=remat_mini_batch_group_size,
+        compile_mini_batch=implementation == "compiled",
+        residual=residual,
+        optimizer=optimizer,
+    )
