@@ -44,8 +44,8 @@ def test_curves_equal_the_naive_oracle_with_the_layers_options(preset, option):
     layer, x = layer_inputs(model, ids)[1]
     trace = inner_loss_trace(layer, x)
     with torch.no_grad():
-        q, k, v, lr, state, _ = layer.views(x)
-        args = (layer.token_factor(), *layer.inner_norm_params(), state)
+        q, k, v, lr, state, _ = layer.projections(x)
+        args = (layer.token_factors(), *layer.inner_norm_params(), state)
         options = dict(residual=layer.inner_residual, retention=layer.retention(x), optimizer=layer.inner_optimizer)
         after, _ = ttt_naive(k, k, v, lr, *args, **options)
         shifted = torch.cat([k[:, 1:], k[:, -1:]], 1)

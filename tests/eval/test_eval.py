@@ -32,8 +32,8 @@ def test_inner_loop_diagnostics_match_autograd():
     ids = torch.randint(0, 256, (2, 12))
     layer, x = layer_inputs(model, ids)[1]
     trace = inner_loss_trace(layer, x)
-    q, k, v, lr, state, _ = layer.views(x)
-    tf = layer.token_factor()
+    q, k, v, lr, state, _ = layer.projections(x)
+    tf = layer.token_factors()
     gamma, beta = layer.ttt_norm_weight.unsqueeze(1), layer.ttt_norm_bias.unsqueeze(1)
 
     def loss(params, t):  # per row and head

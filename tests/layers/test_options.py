@@ -94,11 +94,11 @@ def test_ablated_layer_is_linear_attention():
         token_factor="one",
     ).double()
     x = torch.randn(2, 12, 16, dtype=torch.float64)
-    q, k, v, lr, _, _ = layer.views(x)
+    q, k, v, lr, _, _ = layer.projections(x)
     from ttt.ops import ttt_dual
 
     out, _ = ttt_dual(
-        q, k, v, lr, layer.token_factor(), None, None, layer.allocate_inference_cache(2).ttt, residual=False
+        q, k, v, lr, layer.token_factors(), None, None, layer.allocate_inference_cache(2).ttt, residual=False
     )
     scores = torch.einsum("bihd,bjhd->bhij", q, k).tril()
     expected = torch.einsum("bhij,bjhd->bihd", scores, v) * (1.0 / 8)

@@ -39,7 +39,7 @@ def inner_loss_trace(layer: TTTBase, x: Tensor) -> dict[str, Tensor]:
     these curves are defined for)."""
     if not isinstance(layer, (TTTLinear, TTTMLP)):
         raise TypeError(f"inner-loop diagnostics are defined for TTTLinear and TTTMLP, not {type(layer).__name__}")
-    q, k, v, lr, state, _ = layer.views(x)
+    q, k, v, lr, state, _ = layer.projections(x)
     # ℓ(W_t; x_t): the layer's inner loop (its configured form and options) reading out at k_t
     after, _ = layer.inner_loop(x, k, k, v, lr, state, None)
     # ℓ(W_{t−1}; x_t): token t−1 reads out at k_t (the last query is unused)

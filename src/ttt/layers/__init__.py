@@ -1,9 +1,9 @@
 """Drop-in TTT layers ([B, T, C] -> [B, T, C]) and their building blocks."""
 
-from .beyond import INNER_MODELS, TTTGeneric, TTTNadarayaWatson  # noqa: I001 (registers in TTT_LAYERS)
+from .learners import INNER_MODELS, TTTGeneric, TTTNadarayaWatson  # noqa: I001 (registers in TTT_LAYERS)
 from .conv import CausalConv1d
 from .packing import Packing
-from .state import TTTLayerState
+from .layer_state import TTTLayerState
 from .config import IMPLEMENTATIONS, TTTLayerConfig
 from .ttt import TTT_LAYERS, TTTMLP, TTTBase, TTTLinear, register_ttt_layer
 

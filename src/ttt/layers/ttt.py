@@ -30,9 +30,9 @@ from ..hf_compat import pick_cache, reject_unknown
 from ..ops import TTTState, ttt_forward
 from .config import TTTLayerConfig
 from .conv import CausalConv1d
+from .layer_state import TTTLayerState
 from .packing import Packing
 from .rope import apply_rope, rope_table
-from .state import TTTLayerState
 
 
 class TTTBase(nn.Module):
@@ -170,7 +170,7 @@ class TTTBase(nn.Module):
     def inner_params(self) -> tuple[Tensor, ...]:
         return tuple(getattr(self, name) for name in self.inner_param_names)
 
-    def token_factor(self) -> Tensor:
+    def token_factors(self) -> Tensor:
         """tf_i = max(0, 1/(i+1) + learnable_token_idx[i]), [b] (or 1/(i+1), or 1, per `token_factor`)."""
         ref = self.q_proj.weight
         if self.token_factor_mode == "one":
@@ -305,7 +305,7 @@ class TTTBase(nn.Module):
             raise ValueError("step needs a state: state = layer.allocate_inference_cache(batch_size)")
         return self.forward(hidden_states.unsqueeze(1), cache=state).squeeze(1)
 
-    def views(
+    def projections(
         self, x: Tensor, state: TTTLayerState | None = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, TTTState, dict[str, Tensor]]:
         """The inner loop's inputs for x [B, T, C]: q, k, v [B, T, H, D] (projected, conv'd, RoPE'd), the
@@ -346,7 +346,7 @@ class TTTBase(nn.Module):
 
     def _mix(self, x: Tensor, state: TTTLayerState | None, lengths: Tensor | None) -> Tensor:
         batch, seq_len, width = x.shape
-        q, k, v, lr, ttt_state, new_conv = self.views(x, state, lengths)
+        q, k, v, lr, ttt_state, new_conv = self.projections(x, state, lengths)
         z, new_state = self.inner_loop(x, q, k, v, lr, ttt_state, lengths)
         if state is not None:
             state.ttt = new_state
@@ -367,7 +367,7 @@ class TTTBase(nn.Module):
             k,
             v,
             lr,
-            self.token_factor(),
+            self.token_factors(),
             *self.inner_norm_params(),
             ttt_state,
             lengths=lengths,

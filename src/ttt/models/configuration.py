@@ -75,7 +75,7 @@ class TTTConfig(PreTrainedConfig):
     inner_lr: float = 1e-3
     inner_weight_decay: float = 0.0
     forget_gate: bool = False
-    # ttt_layer_type "generic": the inner model by name (ttt.layers.beyond.INNER_MODELS)
+    # ttt_layer_type "generic": the inner model by name (ttt.layers.learners.INNER_MODELS)
     inner_model: str = "swiglu"
 
     def __post_init__(self, **kwargs):
@@ -113,7 +113,7 @@ class TTTConfig(PreTrainedConfig):
                 f"TTTConfig.ttt_layer_type must be one of {tuple(TTT_LAYERS)}, got {self.ttt_layer_type!r}"
             )
         if self.ttt_layer_type == "generic":
-            from ..layers.beyond import INNER_MODELS
+            from ..layers.learners import INNER_MODELS
 
             if self.inner_model not in INNER_MODELS:
                 raise ValueError(
