@@ -127,3 +127,20 @@ class TTTLayerConfig:
     def kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments (shallow: the optimizer stays an `InnerOptimizer`)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _defaults() -> dict[str, Any]:
+    values = {f.name: f.default for f in dataclasses.fields(TTTLayerConfig) if f.default is not dataclasses.MISSING}
+    optimizer = InnerOptimizer()
+    values.update(
+        inner_optimizer=optimizer.name,
+        inner_momentum=optimizer.momentum,
+        inner_beta2=optimizer.beta2,
+        inner_lr=optimizer.lr,
+    )
+    return values
+
+
+# The layer options' defaults (the inner optimizer as TTTConfig's four inner_* fields): TTTConfig takes its
+# layer-option defaults from here, so they are written once.
+LAYER_DEFAULTS: dict[str, Any] = _defaults()

@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+from ..layers.config import LAYER_DEFAULTS as _LAYER
 from ..layers.config import TTTLayerConfig
 from ..layers.ttt import TTT_LAYERS
 
@@ -44,37 +45,37 @@ class TTTConfig(PreTrainedConfig):
     num_attention_heads: int = 32
     hidden_act: str = "silu"
     max_position_embeddings: int = 2048
-    initializer_range: float = 0.02
+    initializer_range: float = _LAYER["initializer_range"]
     rms_norm_eps: float = 1e-6
     use_cache: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
     tie_word_embeddings: bool = True
-    rope_theta: float = 10000.0
-    use_gate: bool = False
-    share_qk: bool = False
+    rope_theta: float = _LAYER["rope_theta"]
+    use_gate: bool = _LAYER["use_gate"]
+    share_qk: bool = _LAYER["share_qk"]
     ttt_layer_type: str = "linear"
-    ttt_base_lr: float = 1.0
-    mini_batch_size: int = 16
+    ttt_base_lr: float = _LAYER["ttt_base_lr"]
+    mini_batch_size: int = _LAYER["mini_batch_size"]
     pre_conv: bool = False
-    conv_kernel: int = 4
-    remat_mini_batch_group_size: int = 0
-    ttt_implementation: str = "auto"
+    conv_kernel: int = _LAYER["conv_kernel"]
+    remat_mini_batch_group_size: int = _LAYER["remat_mini_batch_group_size"]
+    ttt_implementation: str = _LAYER["implementation"]
     # ablation switches (the paper's Table 1), default: the paper's layer
-    inner_bias: bool = True
-    inner_norm: bool = True
-    inner_residual: bool = True
-    learnable_init: bool = True
-    lr_gate: bool = True
-    token_factor: str = "learned"
+    inner_bias: bool = _LAYER["inner_bias"]
+    inner_norm: bool = _LAYER["inner_norm"]
+    inner_residual: bool = _LAYER["inner_residual"]
+    learnable_init: bool = _LAYER["learnable_init"]
+    lr_gate: bool = _LAYER["lr_gate"]
+    token_factor: str = _LAYER["token_factor"]
     # beyond the paper: the inner optimizer and retention (ttt.ops.inner_optim)
-    inner_optimizer: str = "gd"
-    inner_momentum: float = 0.9
-    inner_beta2: float = 0.999
-    inner_lr: float = 1e-3
-    inner_weight_decay: float = 0.0
-    forget_gate: bool = False
+    inner_optimizer: str = _LAYER["inner_optimizer"]
+    inner_momentum: float = _LAYER["inner_momentum"]
+    inner_beta2: float = _LAYER["inner_beta2"]
+    inner_lr: float = _LAYER["inner_lr"]
+    inner_weight_decay: float = _LAYER["inner_weight_decay"]
+    forget_gate: bool = _LAYER["forget_gate"]
     # ttt_layer_type "generic": the inner model by name (ttt.layers.learners.INNER_MODELS)
     inner_model: str = "swiglu"
 
