@@ -19,7 +19,7 @@ from ttt.bench.runner import run_child
 from ttt.bench.spec import BenchSpec, Limits, ModelSpec, SpecError, parse_lengths, parse_models, plan
 from ttt.cli import main as cli_main
 from ttt.models import kv_cache_bytes, state_bytes
-from ttt.ops import TTTState, ttt_dual
+from ttt.ops import InnerSpec, TTTState, ttt_dual
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "src" / "ttt" / "bench"
 
@@ -40,7 +40,7 @@ def test_inner_loop_flops_equal_counted_matmuls(layer: str, d: int, b: int) -> N
     lr, tf = torch.rand(batch, seq_len, heads), torch.rand(b)
     state = TTTState.initial(inner_params(layer, heads, d), batch)
     with FlopCounterMode(display=False) as counter:
-        ttt_dual(q, k, v, lr, tf, torch.ones(heads, d), torch.zeros(heads, d), state)
+        ttt_dual(q, k, v, lr, InnerSpec(tf, torch.ones(heads, d), torch.zeros(heads, d)), state)
     assert counter.get_total_flops() == batch * seq_len * heads * ttt_inner_flops(layer, d, b)
 
 

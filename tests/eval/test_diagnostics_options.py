@@ -3,12 +3,15 @@ token-by-token oracle (autograd inner gradients) run with the same options, read
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from ttt import TTTForCausalLM, get_preset
 from ttt.eval.diagnostics import inner_loss_trace, layer_inputs
 from ttt.ops import ttt_naive
+from ttt.ops.inner_optim import InnerOptimizer
 
 OPTIONS = {
     "paper": {},
@@ -45,12 +48,12 @@ def test_curves_equal_the_naive_oracle_with_the_layers_options(preset, option):
     trace = inner_loss_trace(layer, x)
     with torch.no_grad():
         q, k, v, lr, state, _ = layer.projections(x)
-        args = (layer.token_factors(), *layer.inner_norm_params(), state)
-        options = dict(residual=layer.inner_residual, retention=layer.retention(x), optimizer=layer.inner_optimizer)
-        after, _ = ttt_naive(k, k, v, lr, *args, **options)
+        spec, retention = layer.inner_spec(), layer.retention(x)
+        after, _ = ttt_naive(k, k, v, lr, spec, state, retention=retention)
         shifted = torch.cat([k[:, 1:], k[:, -1:]], 1)
-        before, _ = ttt_naive(shifted, k, v, lr, *args, **options)
-        initial, _ = ttt_naive(k, k, v, torch.zeros_like(lr), *args, residual=layer.inner_residual)
+        before, _ = ttt_naive(shifted, k, v, lr, spec, state, retention=retention)
+        plain_gd = dataclasses.replace(spec, optimizer=InnerOptimizer("gd"))
+        initial, _ = ttt_naive(k, k, v, torch.zeros_like(lr), plain_gd, state)
     assert torch.allclose(trace["W_t"], per_token(after, v), rtol=1e-9, atol=1e-12)
     assert torch.allclose(trace["W_prev"][1:], per_token(before[:, :-1], v[:, 1:]), rtol=1e-9, atol=1e-12)
     assert torch.allclose(trace["W0"], per_token(initial, v), rtol=1e-9, atol=1e-12)

@@ -14,7 +14,7 @@ from ttt.experiments.mixers import (
     delta_rule_recurrent,
     linear_attention,
 )
-from ttt.ops import TTTState, ttt_dual
+from ttt.ops import InnerSpec, TTTState, ttt_dual
 
 B, H, D = 2, 2, 4
 
@@ -27,7 +27,7 @@ def ttt_plain(q, k, v, lr, b: int, w0=None):
     """TTT-Linear's op with no bias, LN or residual and token factor 1."""
     w0 = torch.zeros(H, D, D, dtype=torch.float64) if w0 is None else w0
     tf = torch.ones(b, dtype=torch.float64)
-    return ttt_dual(q, k, v, lr, tf, None, None, TTTState.initial((w0, None), B), residual=False)
+    return ttt_dual(q, k, v, lr, InnerSpec(tf, residual=False), TTTState.initial((w0, None), B))
 
 
 @pytest.mark.parametrize("seq_len", [1, 15, 37])

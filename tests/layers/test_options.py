@@ -97,9 +97,7 @@ def test_ablated_layer_is_linear_attention():
     q, k, v, lr, _, _ = layer.projections(x)
     from ttt.ops import ttt_dual
 
-    out, _ = ttt_dual(
-        q, k, v, lr, layer.token_factors(), None, None, layer.allocate_inference_cache(2).ttt, residual=False
-    )
+    out, _ = ttt_dual(q, k, v, lr, layer.inner_spec(), layer.allocate_inference_cache(2).ttt)
     scores = torch.einsum("bihd,bjhd->bhij", q, k).tril()
     expected = torch.einsum("bhij,bjhd->bihd", scores, v) * (1.0 / 8)
     assert (out - expected).abs().max() < 1e-12

@@ -8,16 +8,14 @@ import torch
 from ttt import TTTLinear
 from ttt.ops import ttt_dual
 
-from .helpers import initial_state, inner_params, op_inputs, rel_diff
+from .helpers import initial_state, inner_params, op_inputs, rel_diff, require_grad
 
 
 def test_compiled_dual_equals_eager_forward_and_gradients():
     torch.manual_seed(0)
     inputs = op_inputs(2, 37, 2, 64)
     params = tuple(p.requires_grad_() for p in inner_params("linear", 2, 64))
-    for t in inputs.values():
-        t.requires_grad_()
-    leaves = [*inputs.values(), *params]
+    leaves = [*require_grad(inputs), *params]
     probe = torch.randn(2, 37, 2, 64, dtype=torch.float64)
 
     def run(compile_mini_batch: bool):

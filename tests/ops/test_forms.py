@@ -7,7 +7,7 @@ import torch
 
 from ttt.ops import TTTState, ttt_dual, ttt_naive, ttt_primal
 
-from .helpers import initial_state, inner_params, max_diff, op_inputs, rel_diff
+from .helpers import cast, initial_state, inner_params, map_tokens, max_diff, op_inputs, rel_diff, require_grad
 
 KINDS = ["linear", "mlp"]
 LENGTHS = [1, 15, 16, 17, 37, 100]
@@ -41,9 +41,7 @@ def test_forward_and_state_agree(kind, seq_len):
 def test_gradients_agree(kind, seq_len):
     inputs = op_inputs(2, seq_len, 2, 4)
     params = tuple(p.requires_grad_() for p in inner_params(kind, 2, 4))
-    leaves = [*inputs.values(), *params]
-    for t in inputs.values():
-        t.requires_grad_()
+    leaves = [*require_grad(inputs), *params]
     probe = torch.randn(2, seq_len, 2, 4, dtype=torch.float64)
 
     def grads(form):
@@ -73,7 +71,7 @@ def test_chunked_equals_whole(kind, cuts):
         state, outs = state0, []
         bounds = (0, *cuts, seq_len)
         for a, c in zip(bounds[:-1], bounds[1:]):
-            chunk = {k: (v[:, a:c] if v.dim() >= 3 else v) for k, v in inputs.items()}
+            chunk = map_tokens(inputs, lambda t, a=a, c=c: t[:, a:c])
             z, state = run(form, chunk, state)
             outs.append(z)
         assert max_diff(torch.cat(outs, 1), z_whole) < TOL, form.__name__
@@ -93,7 +91,7 @@ def test_padding_and_per_row_offsets(kind):
         assert z[1, 7:].abs().max() == 0 and z[2].abs().max() == 0
     assert s_ref.offset.tolist() == [13, 7, 0]
     more = op_inputs(3, 21, 2, 4)
-    more.update(token_factor=inputs["token_factor"], ln_weight=inputs["ln_weight"], ln_bias=inputs["ln_bias"])
+    more["spec"] = inputs["spec"]
     z2_ref, s2_ref = run(ttt_naive, more, s_ref, lengths=torch.tensor([21, 20, 3]))
     for form in (ttt_dual, ttt_primal):
         z2, s2 = run(form, more, s_ref, lengths=torch.tensor([21, 20, 3]))
@@ -105,7 +103,7 @@ def test_padding_equals_unpadded_row():
     inputs = op_inputs(2, 40, 2, 4)
     state0 = initial_state(inner_params("mlp", 2, 4), 2)
     z, s = ttt_dual(**inputs, state=state0, lengths=torch.tensor([40, 19]))
-    alone = {k: (v[1:, :19] if v.dim() >= 3 else v) for k, v in inputs.items()}
+    alone = map_tokens(inputs, lambda t: t[1:, :19])
     z1, s1 = ttt_dual(**alone, state=state0.map(lambda t: t[1:]))
     assert max_diff(z[1:, :19], z1) < TOL
     assert states_close(s.map(lambda t: t[1:]), s1) < TOL
@@ -124,13 +122,12 @@ def test_remat_is_exact(kind, monkeypatch):
 
     monkeypatch.setattr(dual, "checkpoint", counting)
     inputs = op_inputs(2, 70, 2, 4)
-    for t in inputs.values():
-        t.requires_grad_()
+    leaves = require_grad(inputs)
     state0 = initial_state(inner_params(kind, 2, 4), 2)
 
     def forward_backward(group):
         z, _ = ttt_dual(**inputs, state=state0, remat_mini_batch_group_size=group)
-        return z, torch.autograd.grad(z.square().sum(), list(inputs.values()))
+        return z, torch.autograd.grad(z.square().sum(), leaves)
 
     z0, g0 = forward_backward(0)
     assert not calls
@@ -154,8 +151,7 @@ def test_float32_dual_close_to_float64_naive():
     state0 = initial_state(inner_params("mlp", 2, 8), 2)
     z_ref, _ = ttt_naive(**inputs, state=state0)
     z32, _ = ttt_dual(
-        **{k: v.float() for k, v in inputs.items()},
-        state=state0.map(lambda t: t.float() if t.is_floating_point() else t),
+        **cast(inputs, torch.float32), state=state0.map(lambda t: t.float() if t.is_floating_point() else t)
     )
     assert z32.dtype == torch.float32
     assert max_diff(z32.double(), z_ref) < 1e-5

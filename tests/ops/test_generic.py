@@ -9,7 +9,7 @@ from torch import nn
 from ttt.ops import TTTState, ttt_dual
 from ttt.ops.generic import ttt_generic
 
-from .helpers import inner_params, max_diff, op_inputs, rel_diff
+from .helpers import inner_params, max_diff, op_inputs, rel_diff, require_grad
 
 
 def as_module(kind: str, dim: int) -> tuple[nn.Module, callable]:
@@ -39,8 +39,7 @@ def as_module(kind: str, dim: int) -> tuple[nn.Module, callable]:
 def test_generic_equals_specialised(kind, seq_len):
     inputs = op_inputs(2, seq_len, 2, 4)
     params = tuple(p.requires_grad_() for p in inner_params(kind, 2, 4))
-    for t in inputs.values():
-        t.requires_grad_()
+    leaves = [*require_grad(inputs), *params]
     module, to_module = as_module(kind, 4)
     z_generic, final = ttt_generic(module, to_module(params), **inputs)
     z_dual, state = ttt_dual(**inputs, state=TTTState.initial(params, 2))
@@ -50,7 +49,6 @@ def test_generic_equals_specialised(kind, seq_len):
         assert max(max_diff(final[n], expected[n]) for n in final) < 1e-10
     # outer-loop gradients agree too
     probe = torch.randn_like(z_dual)
-    leaves = [*inputs.values(), *params]
     g_generic = torch.autograd.grad((z_generic * probe).sum(), leaves, retain_graph=True)
     g_dual = torch.autograd.grad((z_dual * probe).sum(), leaves)
     assert rel_diff(g_generic, g_dual) < 1e-10

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ttt.ops import TTTState, ttt_dual, ttt_naive, ttt_primal
+from ttt.ops import InnerSpec, TTTState, ttt_dual, ttt_naive, ttt_primal
 
 from .helpers import max_diff
 
@@ -23,10 +23,7 @@ def plain_inputs(b: int, lr: float, w0: torch.Tensor | None = None):
     state = TTTState.initial((w0, None), B)
     common = dict(
         lr=torch.full((B, T, H), lr, dtype=torch.float64),
-        token_factor=torch.ones(b, dtype=torch.float64),
-        ln_weight=None,
-        ln_bias=None,
-        residual=False,
+        spec=InnerSpec(torch.ones(b, dtype=torch.float64), residual=False),
     )
     return q, k, v, state, common
 
@@ -80,7 +77,7 @@ def test_mini_batch_whole_sequence_is_batch_gd():
     lr = torch.rand(1, T, H, dtype=torch.float64)
     tf = 1.0 / torch.arange(1, T + 1, dtype=torch.float64)
     gamma, beta = 1 + 0.1 * torch.randn(H, D, dtype=torch.float64), 0.1 * torch.randn(H, D, dtype=torch.float64)
-    z, _ = ttt_dual(q, k, v, lr, tf, gamma, beta, TTTState.initial(w0, 1))
+    z, _ = ttt_dual(q, k, v, lr, InnerSpec(tf, gamma, beta), TTTState.initial(w0, 1))
 
     def ln(x):
         return torch.nn.functional.layer_norm(x, (D,), eps=1e-6) * gamma.unsqueeze(1) + beta.unsqueeze(1)

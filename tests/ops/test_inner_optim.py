@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ttt.ops import TTTState, inner_optim, ttt_dual, ttt_naive, ttt_primal
+from ttt.ops import InnerSpec, TTTState, inner_optim, ttt_dual, ttt_naive, ttt_primal
 from ttt.ops.inner_optim import InnerOptimizer, newton_schulz
 
-from .helpers import initial_state, inner_params, max_diff, op_inputs, rel_diff
+from .helpers import initial_state, inner_params, map_tokens, max_diff, op_inputs, rel_diff, require_grad, with_spec
 
 TOL = 1e-10
 OPTIMIZERS = {
@@ -44,15 +44,15 @@ def state_diff(a: TTTState, b: TTTState) -> float:
 @pytest.mark.parametrize("seq_len", [1, 17, 37], ids=lambda t: f"T{t}")
 def test_forms_agree(name, kind, decay, seq_len):
     opt = OPTIMIZERS[name]
-    inputs = op_inputs(2, seq_len, 2, 4)
+    inputs = with_spec(op_inputs(2, seq_len, 2, 4), optimizer=opt)
     retention = retention_for(2, seq_len, 2) if decay else None
     state = initial_state(inner_params(kind, 2, 4), 2)
-    z_ref, s_ref = ttt_naive(**inputs, state=state, retention=retention, optimizer=opt)
+    z_ref, s_ref = ttt_naive(**inputs, state=state, retention=retention)
     forms = [("dual", ttt_dual, {}), ("primal", ttt_primal, {})]
     if opt.is_linear:
         forms.append(("materialized", ttt_dual, {"materialize": True}))
     for label, form, extra in forms:
-        z, s = form(**inputs, state=state, retention=retention, optimizer=opt, **extra)
+        z, s = form(**inputs, state=state, retention=retention, **extra)
         assert max_diff(z, z_ref) < TOL, label
         assert state_diff(s, s_ref) < TOL, label
 
@@ -63,27 +63,27 @@ def test_chunks_padding_and_decode(name):
     naive reference run on each row's real tokens."""
     opt = OPTIMIZERS[name]
     seq_len = 41
-    inputs = op_inputs(2, seq_len, 2, 4)
+    inputs = with_spec(op_inputs(2, seq_len, 2, 4), optimizer=opt)
     retention = retention_for(2, seq_len, 2)
     state0 = initial_state(inner_params("mlp", 2, 4), 2)
-    z_ref, s_ref = ttt_naive(**inputs, state=state0, retention=retention, optimizer=opt)
+    z_ref, s_ref = ttt_naive(**inputs, state=state0, retention=retention)
 
     def piece(start: int, stop: int) -> dict:
-        return {n: t[:, start:stop] if n in ("q", "k", "v", "lr") else t for n, t in inputs.items()}
+        return map_tokens(inputs, lambda t: t[:, start:stop])
 
     state, outs = state0, []
     for start, stop in [(0, 5), (5, 21), (21, 38)]:
-        z, state = ttt_dual(**piece(start, stop), state=state, retention=retention[:, start:stop], optimizer=opt)
+        z, state = ttt_dual(**piece(start, stop), state=state, retention=retention[:, start:stop])
         outs.append(z)
-    z, state = ttt_primal(**piece(38, 41), state=state, retention=retention[:, 38:41], optimizer=opt)
+    z, state = ttt_primal(**piece(38, 41), state=state, retention=retention[:, 38:41])
     outs.append(z)
     assert max_diff(torch.cat(outs, 1), z_ref) < TOL
     assert state_diff(state, s_ref) < TOL
 
     # row 0 holds 30 real tokens, row 1 holds 41: the padded call equals row 0 alone on its 30 tokens
     lengths = torch.tensor([30, 41])
-    z_pad, s_pad = ttt_dual(**inputs, state=state0, retention=retention, optimizer=opt, lengths=lengths)
-    z_row, s_row = ttt_naive(**piece(0, 30), state=state0, retention=retention[:, :30], optimizer=opt)
+    z_pad, s_pad = ttt_dual(**inputs, state=state0, retention=retention, lengths=lengths)
+    z_row, s_row = ttt_naive(**piece(0, 30), state=state0, retention=retention[:, :30])
     assert max_diff(z_pad[0, :30], z_row[0]) < TOL
     assert z_pad[0, 30:].abs().max() == 0
     assert max_diff(tuple(p[0] for p in s_pad.params), tuple(p[0] for p in s_row.params)) < TOL
@@ -93,16 +93,14 @@ def test_chunks_padding_and_decode(name):
 @pytest.mark.parametrize("name", ["momentum", "adam", "muon"])
 def test_gradients_agree(name):
     opt = OPTIMIZERS[name]
-    inputs = op_inputs(2, 19, 2, 4)
+    inputs = with_spec(op_inputs(2, 19, 2, 4), optimizer=opt)
     retention = retention_for(2, 19, 2).requires_grad_()
     params = tuple(p.requires_grad_() for p in inner_params("linear", 2, 4))
-    for t in inputs.values():
-        t.requires_grad_()
-    leaves = [*inputs.values(), retention, *params]
+    leaves = [*require_grad(inputs), retention, *params]
     probe = torch.randn(2, 19, 2, 4, dtype=torch.float64)
 
     def grads(form):
-        z, s = form(**inputs, state=initial_state(params, 2), retention=retention, optimizer=opt)
+        z, s = form(**inputs, state=initial_state(params, 2), retention=retention)
         loss = (z * probe).sum() + sum(p.square().sum() for p in s.params)
         loss = loss + sum(b.square().sum() for kind in s.buffers for b in kind if b is not None)
         return torch.autograd.grad(loss, leaves)
@@ -119,7 +117,7 @@ def test_extra_features_off_reduce_to_gd():
     ones = torch.ones(2, 37, 2, dtype=torch.float64)
     for opt, retention in [(InnerOptimizer("momentum", momentum=0.0), None), (InnerOptimizer("gd"), ones)]:
         for form in (ttt_naive, ttt_dual, ttt_primal):
-            z, s = form(**inputs, state=state, retention=retention, optimizer=opt)
+            z, s = form(**with_spec(inputs, optimizer=opt), state=state, retention=retention)
             assert max_diff(z, z_gd) < TOL
             assert max_diff(s.params, s_gd.params) < TOL
 
@@ -128,7 +126,7 @@ def _per_token_losses_with_torch(optimizer_cls, kwargs, inputs, params, *, heads
     """Mini-batch size 1, tf = 1: run torch's optimizer on the per-token losses lr_t ℓ_t (one parameter pair per
     head, since torch's Muon wants 2-D parameters) and read out with the weights after each step."""
     q, k, v, lr = inputs["q"], inputs["k"], inputs["v"], inputs["lr"]
-    gamma, beta = inputs["ln_weight"], inputs["ln_bias"]
+    gamma, beta = inputs["spec"].ln_weight, inputs["spec"].ln_bias
     W = [torch.nn.Parameter(params[0][h].clone()) for h in range(heads)]
     b = [torch.nn.Parameter(params[1][h].clone()) for h in range(heads)]
     opt = optimizer_cls([*W, *b], **kwargs)
@@ -173,8 +171,7 @@ def _per_token_losses_with_torch(optimizer_cls, kwargs, inputs, params, *, heads
 )
 def test_mini_batch_one_is_torch_optim(name, torch_cls, kwargs, ours, decay, monkeypatch):
     heads, seq_len = 2, 12
-    inputs = op_inputs(1, seq_len, heads, 4, b=1)
-    inputs["token_factor"] = torch.ones(1, dtype=torch.float64)
+    inputs = with_spec(op_inputs(1, seq_len, heads, 4, b=1), token_factor=torch.ones(1, dtype=torch.float64))
     params = inner_params("linear", heads, 4)
     if name == "muon":
         # torch's Newton-Schulz runs in bfloat16; swap in the same iteration in float64 to compare to 1e-10
@@ -184,7 +181,7 @@ def test_mini_batch_one_is_torch_optim(name, torch_cls, kwargs, ours, decay, mon
     expected = _per_token_losses_with_torch(torch_cls, kwargs, inputs, params, heads=heads)
     retention = torch.full((1, seq_len, heads), decay, dtype=torch.float64)
     for form in (ttt_naive, ttt_dual, ttt_primal):
-        z, _ = form(**inputs, state=initial_state(params, 1), retention=retention, optimizer=ours)
+        z, _ = form(**with_spec(inputs, optimizer=ours), state=initial_state(params, 1), retention=retention)
         assert max_diff(z, expected) < TOL, form.__name__
 
 
@@ -210,4 +207,4 @@ def test_optimizer_validation():
         from ttt.ops.dual import dual_mini_batch
 
         x = torch.zeros(1, 1, 16, 4)
-        dual_mini_batch(x, x, x, x[..., 0], None, torch.ones(16), None, None, False, OPTIMIZERS["adam"])
+        dual_mini_batch(x, x, x, x[..., 0], None, InnerSpec(torch.ones(16), optimizer=OPTIMIZERS["adam"]), None, False)

@@ -2,6 +2,17 @@
 Mamba (and the official code), each measurement in its own process under a memory and a time limit.
 
     from ttt.bench import BenchSpec, ModelSpec, run_bench     # or: ttt bench --quick
+
+Single-question benchmarks beside it, each run as `python -m ttt.bench.<name>` (`--help` for its options), printing
+a table:
+
+    core_speed         naive vs dual vs primal vs compiled forms inside the model: prefill, train step, decode
+    decode_profile     where one compiled single-token decode step spends its time (torch.profiler)
+    state_size         bytes per session for each preset against a Transformer++ KV cache
+    inner_learners     cost of each inner learner and inner optimizer, one layer side by side
+    inner_optimizers   GD vs momentum vs Adam vs Muon (and a forget gate) as the inner loop, at equal outer budget
+    inner_grad_growth  growth of the outer gradient through TTT-MLP's inner loop with length and inner rate
+    convert_memory     peak memory of `ttt convert jax` on a synthetic full-size train state
 """
 
 from .cli import run_bench

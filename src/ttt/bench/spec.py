@@ -22,7 +22,7 @@ BASELINE_MODELS = ("transformer++", "mamba")
 OFFICIAL_MODELS = ("official-linear", "official-mlp", "official-linear-T", "official-mlp-T")
 MODELS = TTT_MODELS + BASELINE_MODELS + OFFICIAL_MODELS
 
-# size name -> (preset size, config overrides). "small" is benchmarks/core_speed.py's d=256 shape.
+# size name -> (preset size, config overrides). "small" is core_speed.py's d=256 shape.
 SIZES: dict[str, tuple[str, dict[str, int]]] = {
     "tiny": ("tiny", {}),
     "small": ("tiny", dict(hidden_size=256, num_attention_heads=4, intermediate_size=688, vocab_size=1000)),

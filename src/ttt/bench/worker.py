@@ -121,7 +121,7 @@ def inner_loop_rate(
 ) -> float:
     """GFLOP/s of ttt_dual (no grad) on random [batch, seq_len, heads, head_dim] inputs; `compiled`: with its
     torch.compile'd mini-batch step (the compile happens in the warm-up call, outside the timing)."""
-    from ..ops import TTTState, ttt_dual
+    from ..ops import InnerSpec, TTTState, ttt_dual
 
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(batch, seq_len, heads, head_dim, generator=gen) * 0.5 for _ in range(3))
@@ -134,12 +134,10 @@ def inner_loop_rate(
     )
     if layer == "mlp":
         params += (torch.randn(heads, hidden, head_dim, generator=gen) * 0.02, torch.zeros(heads, 1, head_dim))
-    ln_w, ln_b = torch.ones(heads, head_dim), torch.zeros(heads, head_dim)
+    spec = InnerSpec(token_factor, torch.ones(heads, head_dim), torch.zeros(heads, head_dim))
     state = TTTState.initial(params, batch)
     with torch.no_grad():
-        seconds, _ = median_time(
-            lambda: ttt_dual(q, k, v, lr, token_factor, ln_w, ln_b, state, compile_mini_batch=compiled), repeats=3
-        )
+        seconds, _ = median_time(lambda: ttt_dual(q, k, v, lr, spec, state, compile_mini_batch=compiled), repeats=3)
     return batch * seq_len * heads * ttt_inner_flops(layer, head_dim, b) / seconds / 1e9
 
 

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from ..layers import TTTMLP, TTTBase, TTTLinear
 from ..ops import forward_keys, read_out
-from ..ops.ln import TTT_LN_EPS
 
 
 def _loss(z: Tensor, v: Tensor) -> Tensor:
@@ -45,11 +44,10 @@ def inner_loss_trace(layer: TTTBase, x: Tensor) -> dict[str, Tensor]:
     # ℓ(W_{t−1}; x_t): token t−1 reads out at k_t (the last query is unused)
     before, _ = layer.inner_loop(x, torch.cat([k[:, 1:], k[:, -1:]], 1), k, v, lr, state, None)
     # ℓ(W0; x_t): the initial weights themselves (no step, no retention)
-    gamma, beta = layer.inner_norm_params()
-    norm = None if gamma is None or beta is None else (gamma.unsqueeze(1), beta.unsqueeze(1))
+    spec = layer.inner_spec()
     keys = k.transpose(1, 2)  # [B, H, T, D]
     _, preacts = forward_keys(state.params, keys)
-    initial = read_out(keys, preacts[-1], norm, layer.inner_residual, TTT_LN_EPS).transpose(1, 2)
+    initial = read_out(keys, preacts[-1], spec.norm, spec.residual, spec.eps).transpose(1, 2)
     w0 = _loss(initial, v)
     w_prev = torch.cat([w0[:1], _loss(before[:, :-1], v[:, 1:])])
     return {"W0": w0, "W_prev": w_prev, "W_t": _loss(after, v)}

@@ -124,7 +124,7 @@ class TTTGeneric(_NoCache, TTTBase):
     def inner_loop(self, x, q, k, v, lr, ttt_state, lengths):
         self._check_lengths(lengths)
         params = {name: getattr(self, attr) for name, attr in zip(self._names, self.inner_param_names)}
-        z, _ = ttt_generic(self._template, params, q, k, v, lr, self.token_factors(), *self.inner_norm_params())
+        z, _ = ttt_generic(self._template, params, q, k, v, lr, self.inner_spec())
         return z, ttt_state
 
     def extra_repr(self) -> str:

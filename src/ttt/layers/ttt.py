@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from transformers import initialization as init
 
 from ..hf_compat import pick_cache, reject_unknown
-from ..ops import TTTState, ttt_forward
+from ..ops import InnerSpec, TTTState, ttt_forward
 from .config import TTTLayerConfig
 from .conv import CausalConv1d
 from .layer_state import TTTLayerState
@@ -187,6 +187,14 @@ class TTTBase(nn.Module):
         if not self.inner_norm:
             return None, None
         return self.ttt_norm_weight, self.ttt_norm_bias
+
+    def inner_spec(self) -> InnerSpec:
+        """The fixed part of this layer's inner loop (token factors, inner LN, residual, inner optimizer), as the
+        forms in `ttt.ops` take it."""
+        ln_weight, ln_bias = self.inner_norm_params()
+        return InnerSpec(
+            self.token_factors(), ln_weight, ln_bias, residual=self.inner_residual, optimizer=self.inner_optimizer
+        )
 
     def allocate_inference_cache(self, batch_size: int, dtype: torch.dtype | None = None, device=None) -> TTTLayerState:
         """A fresh per-layer state for `batch_size` sequences (the inner weights start at the learned W0)."""
@@ -367,13 +375,10 @@ class TTTBase(nn.Module):
             k,
             v,
             lr,
-            self.token_factors(),
-            *self.inner_norm_params(),
+            self.inner_spec(),
             ttt_state,
-            lengths=lengths,
-            residual=self.inner_residual,
-            retention=self.retention(x),
-            optimizer=self.inner_optimizer,
+            lengths,
+            self.retention(x),
             remat_mini_batch_group_size=self.remat_mini_batch_group_size,
         )
 

@@ -1,10 +1,12 @@
 """The TTT math, `[B, T, H, D]` layout: one computation in several forms, each its own file.
 
-state.py (the carried state), inner.py (the inner model, its loss and read-out: the paper's equations),
-naive.py (token-by-token oracle), dual.py (one mini-batch in the dual form) + driver.py (mini-batches over a
-sequence, remat, compile), materialized.py (per-token weights, for non-linear inner optimizers), primal.py (the
-decode step), forms.py (which form an implementation name runs), inner_optim.py, ln.py, generic.py,
-nadaraya_watson.py."""
+spec.py (InnerSpec: the fixed part of an inner loop), state.py (the carried state), inner.py (the inner model, its
+loss and read-out: the paper's equations), naive.py (token-by-token oracle), dual.py (one mini-batch in the dual
+form) + driver.py (mini-batches over a sequence, remat, compile), materialized.py (per-token weights, for non-linear
+inner optimizers), primal.py (the decode step), forms.py (which form an implementation name runs), inner_optim.py,
+ln.py, generic.py, nadaraya_watson.py.
+
+Every form takes `(q, k, v, lr, spec, state, ...)`."""
 
 from .driver import ttt_dual
 from .forms import IMPLEMENTATIONS, ttt_forward
@@ -12,10 +14,12 @@ from .inner import forward_keys, read_out
 from .ln import gelu_tanh, gelu_tanh_bwd, ln_fused_l2_bwd, ln_fwd
 from .naive import ttt_naive
 from .primal import ttt_primal, ttt_primal_step
+from .spec import InnerSpec
 from .state import TTTState
 
 __all__ = [
     "IMPLEMENTATIONS",
+    "InnerSpec",
     "TTTState",
     "forward_keys",
     "read_out",

@@ -19,9 +19,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .compiled import compiled
 from .dual import Completion, dual_mini_batch
-from .inner_optim import GD, InnerOptimizer
-from .ln import TTT_LN_EPS
 from .materialized import materialized_mini_batch
+from .spec import InnerSpec
 from .state import TTTState
 
 
@@ -47,21 +46,16 @@ def ttt_dual(
     k: Tensor,
     v: Tensor,
     lr: Tensor,
-    token_factor: Tensor,
-    ln_weight: Tensor | None,
-    ln_bias: Tensor | None,
+    spec: InnerSpec,
     state: TTTState,
     lengths: Tensor | None = None,
-    residual: bool = True,
-    remat_mini_batch_group_size: int = 0,
-    eps: float = TTT_LN_EPS,
     retention: Tensor | None = None,
-    optimizer: InnerOptimizer = GD,
+    remat_mini_batch_group_size: int = 0,
     materialize: bool | None = None,
     compile_mini_batch: bool = False,
 ) -> tuple[Tensor, TTTState]:
-    """q, k, v: [B, T, H, D]; lr: [B, T, H]; token_factor: [b]; ln_weight, ln_bias: [H, D] (None: no LN);
-    lengths: [B] or None; retention: [B, T, H] per-token r_t or None; optimizer: the inner optimizer.
+    """q, k, v: [B, T, H, D]; lr: [B, T, H]; spec: the loop's fixed part (token factors [b], LN, residual, inner
+    optimizer: `spec.py`); state: the carried state; lengths: [B] or None; retention: [B, T, H] per-token r_t or None.
 
     Row r uses its first lengths[r] tokens (the rest are padding: output 0, no effect on the state). With
     `remat_mini_batch_group_size` = g > 0 and autograd on, each group of g mini-batches is recomputed in backward.
@@ -70,12 +64,12 @@ def ttt_dual(
     step through torch.compile (`compiled.py`). Returns z [B, T, H, D] and the state after each row's tokens.
     """
     if materialize is None:
-        materialize = not optimizer.is_linear
+        materialize = not spec.optimizer.is_linear
     mini_batch = materialized_mini_batch if materialize else dual_mini_batch
     if compile_mini_batch:
         mini_batch = compiled(mini_batch)
     batch, seq_len, heads, head_dim = q.shape
-    b = token_factor.shape[0]
+    b = spec.mini_batch_size
     if seq_len == 0:
         return q.new_zeros(q.shape), state
     offsets = state.offset.tolist()
@@ -105,7 +99,6 @@ def ttt_dual(
     rs: tuple[Tensor | None, ...] = (None,) * n_mb
     if retention is not None:
         rs = tuple(1 + x.squeeze(-1) for x in mini_batches(retention.unsqueeze(-1) - 1))
-    ln = None if ln_weight is None else (ln_weight.unsqueeze(1), ln_bias.unsqueeze(1))
 
     completions: list[Completion] = []
     for m in range(n_mb):
@@ -115,9 +108,7 @@ def ttt_dual(
     def run(first: int, last: int, carry: TTTState):
         outs = []
         for m in range(first, last):
-            out, carry = mini_batch(
-                qs[m], ks[m], vs[m], lrs[m], rs[m], token_factor, ln, carry, completions[m], optimizer, residual, eps
-            )
+            out, carry = mini_batch(qs[m], ks[m], vs[m], lrs[m], rs[m], spec, carry, completions[m])
             outs.append(out)
         return outs, carry
 

@@ -18,7 +18,6 @@ import torch
 from torch import Tensor
 
 from .inner import (
-    Norm,
     affine,
     backward_keys,
     close_mini_batch,
@@ -29,8 +28,8 @@ from .inner import (
     retention_within,
     weight_grads,
 )
-from .inner_optim import GD, InnerOptimizer
-from .ln import TTT_LN_EPS, gelu_tanh
+from .ln import gelu_tanh
+from .spec import InnerSpec
 from .state import TTTState, tmap
 
 # Per mini-batch: True (every row completes it), False (none does) or a [B] bool tensor.
@@ -43,19 +42,17 @@ def dual_mini_batch(
     v: Tensor,
     lr: Tensor,
     retention: Tensor | None,
-    token_factor: Tensor,
-    ln: Norm,
+    spec: InnerSpec,
     carry: TTTState,
     complete: Completion,
-    optimizer: InnerOptimizer = GD,
-    residual: bool = True,
-    eps: float = TTT_LN_EPS,
 ) -> tuple[Tensor, TTTState]:
     """One mini-batch for an optimizer linear in G (gd, momentum: U(G_in + ΔG) = U(G_in) + ΔG).
 
-    q, k, v: [B, H, b, D]; lr: [B, H, b]; retention: [B, H, b] or None; token_factor: [b];
-    ln: ([H, 1, D], [H, 1, D]) or None. Returns the output [B, H, b, D] and the state after the mini-batch.
+    q, k, v: [B, H, b, D]; lr: [B, H, b]; retention: [B, H, b] or None; spec: the loop's fixed part (token factors
+    [b], LN, residual, optimizer). Returns the output [B, H, b, D] and the state after the mini-batch.
+    Raises ValueError for an optimizer not linear in the gradients (Adam, Muon: `materialized.py`).
     """
+    optimizer, ln, residual, eps = spec.optimizer, spec.norm, spec.residual, spec.eps
     if not optimizer.is_linear:
         raise ValueError(f"the dual form needs an optimizer linear in the gradients, not {optimizer.name!r}")
     params, grad_sums = carry.params, carry.grad_sums
@@ -70,7 +67,7 @@ def dual_mini_batch(
     decay = retention_within(carry.retention, retention)  # [B, H, b] or None
     c = None if decay is None else decay.unsqueeze(-1)
 
-    tf = token_factor.unsqueeze(-1)  # [b, 1]
+    tf = spec.token_factor.unsqueeze(-1)  # [b, 1]
     eta = torch.tril(tf * lr.unsqueeze(-2))  # [B, H, b, b]
     x = q
     for layer in range(num_layers(params)):
@@ -89,4 +86,4 @@ def dual_mini_batch(
     if grad_sums is not None:
         new_sums = tmap(torch.add, grad_sums, new_sums)
     last = None if decay is None else decay[..., -1]
-    return out, close_mini_batch(carry, new_sums, last, complete, token_factor[-1], optimizer)
+    return out, close_mini_batch(carry, new_sums, last, complete, spec.token_factor[-1], optimizer)

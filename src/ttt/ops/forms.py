@@ -14,9 +14,9 @@ from torch import Tensor
 
 from .compiled import compiled
 from .driver import ttt_dual
-from .inner_optim import GD, InnerOptimizer
 from .naive import ttt_naive
 from .primal import ttt_primal, ttt_primal_step
+from .spec import InnerSpec
 from .state import TTTState
 
 IMPLEMENTATIONS = ("auto", "dual", "primal", "naive", "compiled")
@@ -28,14 +28,10 @@ def ttt_forward(
     k: Tensor,
     v: Tensor,
     lr: Tensor,
-    token_factor: Tensor,
-    ln_weight: Tensor | None,
-    ln_bias: Tensor | None,
+    spec: InnerSpec,
     state: TTTState,
     lengths: Tensor | None = None,
-    residual: bool = True,
     retention: Tensor | None = None,
-    optimizer: InnerOptimizer = GD,
     remat_mini_batch_group_size: int = 0,
 ) -> tuple[Tensor, TTTState]:
     """z [B, T, H, D] and the new state for q, k, v [B, T, H, D], lr [B, T, H], in the form `implementation` names
@@ -50,32 +46,22 @@ def ttt_forward(
         # (inside the compiled decode graph the step is traced as part of it)
         fast = implementation == "compiled" and not torch.compiler.is_compiling()
         step = compiled(ttt_primal_step) if fast else ttt_primal_step
-        z, new_state = step(
-            q[:, 0],
-            k[:, 0],
-            v[:, 0],
-            lr[:, 0],
-            token_factor,
-            ln_weight,
-            ln_bias,
-            state,
-            valid=valid,
-            retention=None if retention is None else retention[:, 0],
-            residual=residual,
-            optimizer=optimizer,
-        )
+        r = None if retention is None else retention[:, 0]
+        z, new_state = step(q[:, 0], k[:, 0], v[:, 0], lr[:, 0], spec, state, valid, r)
         return z.unsqueeze(1), new_state
-    args = (q, k, v, lr, token_factor, ln_weight, ln_bias, state)
     if implementation == "primal":
-        return ttt_primal(*args, lengths=lengths, retention=retention, residual=residual, optimizer=optimizer)
+        return ttt_primal(q, k, v, lr, spec, state, lengths, retention)
     if implementation == "naive":
-        return ttt_naive(*args, lengths=lengths, retention=retention, residual=residual, optimizer=optimizer)
+        return ttt_naive(q, k, v, lr, spec, state, lengths, retention)
     return ttt_dual(
-        *args,
-        lengths=lengths,
-        retention=retention,
+        q,
+        k,
+        v,
+        lr,
+        spec,
+        state,
+        lengths,
+        retention,
         remat_mini_batch_group_size=remat_mini_batch_group_size,
         compile_mini_batch=implementation == "compiled",
-        residual=residual,
-        optimizer=optimizer,
     )

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from .ln import TTT_LN_EPS
+from .spec import InnerSpec
 
 
 def _ln(z: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
@@ -33,15 +33,17 @@ def ttt_generic(
     k: Tensor,
     v: Tensor,
     lr: Tensor,
-    token_factor: Tensor,
-    ln_weight: Tensor,
-    ln_bias: Tensor,
-    eps: float = TTT_LN_EPS,
+    spec: InnerSpec,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """module: the inner model for one head ([D] -> [D]); params: its initial parameters per head, name -> [H, ...];
-    q, k, v: [B, T, H, D]; lr: [B, T, H]; token_factor: [b]; ln_*: [H, D]. Returns z [B, T, H, D] and the final
-    parameters name -> [B, H, ...] (after the last complete mini-batch; a trailing partial mini-batch is read out but,
-    as at the end of a sequence in training, not carried)."""
+    q, k, v: [B, T, H, D]; lr: [B, T, H]; spec: token factors [b] and the inner LN (`spec.py`). Returns
+    z [B, T, H, D] and the final parameters name -> [B, H, ...] (after the last complete mini-batch; a trailing partial
+    mini-batch is read out but, as at the end of a sequence in training, not carried).
+
+    Raises ValueError for a spec other than the paper's loss (inner LN, residual, GD)."""
+    ln_weight, ln_bias, token_factor, eps = spec.ln_weight, spec.ln_bias, spec.token_factor, spec.eps
+    if ln_weight is None or ln_bias is None or not spec.residual or spec.optimizer.name != "gd":
+        raise ValueError("ttt_generic runs the paper's inner loop only: inner LN, residual, GD")
     batch, seq_len, heads, dim = q.shape
     b = token_factor.shape[0]
     n_mb = max(1, math.ceil(seq_len / b))

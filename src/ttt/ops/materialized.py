@@ -16,7 +16,6 @@ from __future__ import annotations
 from torch import Tensor
 
 from .inner import (
-    Norm,
     backward_keys,
     close_mini_batch,
     forward_keys,
@@ -25,8 +24,8 @@ from .inner import (
     read_out,
     retention_within,
 )
-from .inner_optim import GD, InnerOptimizer
-from .ln import TTT_LN_EPS, gelu_tanh
+from .ln import gelu_tanh
+from .spec import InnerSpec
 from .state import TTTState, tmap
 
 
@@ -50,15 +49,12 @@ def materialized_mini_batch(
     v: Tensor,
     lr: Tensor,
     retention: Tensor | None,
-    token_factor: Tensor,
-    ln: Norm,
+    spec: InnerSpec,
     carry: TTTState,
     complete: bool | Tensor,
-    optimizer: InnerOptimizer = GD,
-    residual: bool = True,
-    eps: float = TTT_LN_EPS,
 ) -> tuple[Tensor, TTTState]:
     """One mini-batch, same contract as `dual.dual_mini_batch`, for any optimizer."""
+    optimizer, ln, residual, eps = spec.optimizer, spec.norm, spec.residual, spec.eps
     params = carry.params
     slots = q.shape[-2]
     inputs, preacts = forward_keys(params, k)
@@ -74,7 +70,7 @@ def materialized_mini_batch(
 
     decay = retention_within(carry.retention, retention)  # [B, H, b] or None
     c = None if decay is None else decay.unsqueeze(-1).unsqueeze(-1)  # [B, H, b, 1, 1]
-    tf = token_factor.view(slots, 1, 1)
+    tf = spec.token_factor.view(slots, 1, 1)
 
     def weights(p: Tensor, u: Tensor) -> Tensor:
         start = p.unsqueeze(2)
@@ -92,4 +88,4 @@ def materialized_mini_batch(
 
     new_sums = tmap(lambda r: r[:, :, -1], running)
     last = None if decay is None else decay[..., -1]
-    return out, close_mini_batch(carry, new_sums, last, complete, token_factor[-1], optimizer)
+    return out, close_mini_batch(carry, new_sums, last, complete, spec.token_factor[-1], optimizer)

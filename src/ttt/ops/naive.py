@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .inner_optim import GD, InnerOptimizer
-from .ln import TTT_LN_EPS, gelu_tanh
+from .ln import gelu_tanh
+from .spec import InnerSpec
 from .state import TTTState
 
 
@@ -46,23 +46,20 @@ def ttt_naive(
     k: Tensor,
     v: Tensor,
     lr: Tensor,
-    token_factor: Tensor,
-    ln_weight: Tensor | None,
-    ln_bias: Tensor | None,
+    spec: InnerSpec,
     state: TTTState,
     lengths: Tensor | None = None,
-    residual: bool = True,
-    eps: float = TTT_LN_EPS,
     retention: Tensor | None = None,
-    optimizer: InnerOptimizer = GD,
 ) -> tuple[Tensor, TTTState]:
-    """q, k, v: [B, T, H, D]; lr: [B, T, H]; token_factor: [b]; ln_weight, ln_bias: [H, D] (None: no LN);
-    residual False: target v instead of v − k and output LN(f(q)) instead of q + LN(f(q)); retention: [B, T, H]
-    per-token r_t (None: 1); optimizer: the inner optimizer (default the paper's GD).
+    """q, k, v: [B, T, H, D]; lr: [B, T, H]; spec: the loop's fixed part (`spec.py`: token factors [b], LN γ, β
+    [H, D] or none, residual — False: target v instead of v − k and output LN(f(q)) instead of q + LN(f(q)) — and
+    the inner optimizer); retention: [B, T, H] per-token r_t (None: 1).
 
     Row r uses its first lengths[r] tokens (all when None); the rest are padding: output 0, state untouched.
     Returns z [B, T, H, D] and the state after each row's tokens.
     """
+    token_factor, ln_weight, ln_bias = spec.token_factor, spec.ln_weight, spec.ln_bias
+    residual, eps, optimizer = spec.residual, spec.eps, spec.optimizer
     batch, seq_len, heads = q.shape[:3]
     b = token_factor.shape[0]
     outer_grad = torch.is_grad_enabled()

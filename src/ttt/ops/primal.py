@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from .inner import affine, backward_keys, close_mini_batch, forward_keys, loss_grad, num_layers, read_out, weight_grads
-from .inner_optim import GD, InnerOptimizer
-from .ln import TTT_LN_EPS, gelu_tanh
+from .ln import gelu_tanh
+from .spec import InnerSpec
 from .state import TTTState, tmap
 
 
@@ -26,22 +26,17 @@ def ttt_primal_step(
     k: Tensor,
     v: Tensor,
     lr: Tensor,
-    token_factor: Tensor,
-    ln_weight: Tensor | None,
-    ln_bias: Tensor | None,
+    spec: InnerSpec,
     state: TTTState,
     valid: Tensor | None = None,
-    residual: bool = True,
-    eps: float = TTT_LN_EPS,
     retention: Tensor | None = None,
-    optimizer: InnerOptimizer = GD,
 ) -> tuple[Tensor, TTTState]:
-    """q, k, v: [B, H, D]; lr: [B, H]; token_factor: [b]; ln_*: [H, D]; valid: [B] bool (False: a padding token,
-    output 0 and state untouched); retention: [B, H] or None. Returns z [B, H, D] and the new state."""
+    """q, k, v: [B, H, D]; lr: [B, H]; spec: the loop's fixed part (`spec.py`); valid: [B] bool (False: a padding
+    token, output 0 and state untouched); retention: [B, H] or None. Returns z [B, H, D] and the new state."""
+    token_factor, optimizer, ln, residual, eps = spec.token_factor, spec.optimizer, spec.norm, spec.residual, spec.eps
     batch = q.shape[0]
-    b = token_factor.shape[0]
+    b = spec.mini_batch_size
     params = state.params
-    ln = None if ln_weight is None else (ln_weight.unsqueeze(1), ln_bias.unsqueeze(1))
     if valid is not None:
         lr = lr * valid.to(lr.dtype).unsqueeze(-1)
 
@@ -87,15 +82,10 @@ def ttt_primal(
     k: Tensor,
     v: Tensor,
     lr: Tensor,
-    token_factor: Tensor,
-    ln_weight: Tensor | None,
-    ln_bias: Tensor | None,
+    spec: InnerSpec,
     state: TTTState,
     lengths: Tensor | None = None,
-    residual: bool = True,
-    eps: float = TTT_LN_EPS,
     retention: Tensor | None = None,
-    optimizer: InnerOptimizer = GD,
 ) -> tuple[Tensor, TTTState]:
     """The primal step applied token by token over q, k, v [B, T, H, D] (same contract as `ttt_dual`)."""
     seq_len = q.shape[1]
@@ -103,21 +93,7 @@ def ttt_primal(
     for t in range(seq_len):
         valid = None if lengths is None else lengths > t
         r_t = None if retention is None else retention[:, t]
-        out, state = ttt_primal_step(
-            q[:, t],
-            k[:, t],
-            v[:, t],
-            lr[:, t],
-            token_factor,
-            ln_weight,
-            ln_bias,
-            state,
-            valid,
-            residual,
-            eps,
-            retention=r_t,
-            optimizer=optimizer,
-        )
+        out, state = ttt_primal_step(q[:, t], k[:, t], v[:, t], lr[:, t], spec, state, valid, r_t)
         outs.append(out)
     if not outs:
         return q.new_zeros(q.shape), state

@@ -1,6 +1,6 @@
 """What the other inner learners and inner optimizers cost, layer by layer, side by side in one process.
 
-    python benchmarks/inner_learners.py [--threads 1] [--repeats 5] [--seq-len 512] [--out results/inner_learners]
+    python -m ttt.bench.inner_learners [--threads 1] [--repeats 5] [--seq-len 512] [--out results/inner_learners]
 
 One TTT layer (hidden 128, 2 heads of 64, mini-batch 16, batch 2, T tokens), forward + backward of a random
 objective, medians over repeats after a warm-up round, the layers alternating within each round. Rows: the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ttt import TTTMLP, TTTGeneric, TTTLinear, TTTNadarayaWatson
+from ..layers import TTTMLP, TTTBase, TTTGeneric, TTTLinear, TTTNadarayaWatson
 
 HIDDEN, HEADS, BATCH = 128, 2, 2
 
@@ -39,7 +39,7 @@ LAYERS = {
 }
 
 
-def learner_state_bytes(layer: torch.nn.Module, seq_len: int) -> int:
+def learner_state_bytes(layer: TTTBase, seq_len: int) -> int:
     """Bytes of one layer's inference state for one sequence after `seq_len` tokens (not a whole model's)."""
     if isinstance(layer, TTTNadarayaWatson):
         return 2 * seq_len * HIDDEN * 4  # the learner's memory: every k and v so far (fp32)
@@ -50,7 +50,7 @@ def learner_state_bytes(layer: torch.nn.Module, seq_len: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ttt.bench.inner_learners", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seq-len", type=int, default=512)

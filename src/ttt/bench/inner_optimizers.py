@@ -1,6 +1,6 @@
 """GD vs momentum vs Adam vs Muon (and GD with a forget gate) as the inner loop, at equal outer budget.
 
-    python benchmarks/inner_optimizers.py [--steps 300] [--out results/inner_optimizers] [--threads 2]
+    python -m ttt.bench.inner_optimizers [--steps 300] [--out results/inner_optimizers] [--threads 2]
 
 Every run trains ttt-linear-tiny (Mamba backbone) with the same outer recipe, data order, seed and token budget as
 `ttt quickstart` (byte-level bundled corpus, 8 × 256 tokens per step), changing only the inner optimizer. Adam and
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-RUNS = {
+RUNS: dict[str, dict[str, bool | float | str]] = {
     "gd": {},
     "gd+forget": {"forget_gate": True},
     "momentum": {"inner_optimizer": "momentum", "inner_momentum": 0.9},
@@ -37,9 +37,9 @@ PRESET = "ttt-linear-tiny"
 
 
 def train_all(out: Path, steps: int, names: list[str]) -> dict[str, dict]:
-    from ttt.eval import evaluate_run
-    from ttt.train.config import load_run_config
-    from ttt.train.trainer import Trainer
+    from ..eval import evaluate_run
+    from ..train.config import load_run_config
+    from ..train.trainer import Trainer
 
     results = {}
     for name in names:
@@ -76,7 +76,7 @@ def train_all(out: Path, steps: int, names: list[str]) -> dict[str, dict]:
 
 def cost(names: list[str], repeats: int) -> dict[str, dict]:
     """Training-step time and decode-state bytes per optimizer, models built from the same seed."""
-    from ttt import TTTCache, TTTForCausalLM, get_preset
+    from ..models import TTTCache, TTTForCausalLM, get_preset
 
     models = {}
     for name in names:
@@ -131,7 +131,7 @@ def write(out: Path, results: dict, costs: dict, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ttt.bench.inner_optimizers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", default="results/inner_optimizers")
     parser.add_argument("--threads", type=int, default=2)

@@ -1,6 +1,6 @@
 """Speed of the three forms of the TTT computation inside the full model, on this machine.
 
-    python benchmarks/core_speed.py [--threads 1] [--repeats 5] [--out results/core_speed]
+    python -m ttt.bench.core_speed [--threads 1] [--repeats 5] [--out results/core_speed]
 
 For each model size and layer type: prefill tokens/s (one forward, no grad), training step time (forward +
 backward of the LM loss) and decode ms/token (one token through the cache after a prompt), with the TTT layers
@@ -16,23 +16,36 @@ import json
 import platform
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ttt import TTTCache, TTTForCausalLM, get_preset
+from ..models import TTTCache, TTTForCausalLM, get_preset
+
+
+@dataclass(frozen=True)
+class Size:
+    """A model size and its input: the preset (`{layer}` filled in), config overrides, batch and length."""
+
+    preset: str
+    batch: int
+    seq_len: int
+    naive_len: int
+    overrides: dict[str, int] = field(default_factory=dict)
+
 
 # "small": the size of the official code's figures quoted in the core issue (d=256, 4 heads, 2 layers,
 # FFN 688, vocab 1000, Mamba backbone, B=2, T=512)
 SIZES = {
-    "small": dict(
+    "small": Size(
         preset="ttt-{layer}-tiny",
         overrides=dict(hidden_size=256, num_attention_heads=4, intermediate_size=688, vocab_size=1000),
         batch=2,
         seq_len=512,
         naive_len=32,
     ),
-    "125m": dict(preset="ttt-{layer}-125m", overrides=dict(vocab_size=32000), batch=1, seq_len=128, naive_len=16),
+    "125m": Size(preset="ttt-{layer}-125m", overrides=dict(vocab_size=32000), batch=1, seq_len=128, naive_len=16),
 }
 
 
@@ -62,10 +75,10 @@ def set_form(model: TTTForCausalLM, form: str) -> None:
 def bench(size: str, layer: str, form: str, repeats: int) -> dict:
     spec = SIZES[size]
     torch.manual_seed(0)
-    model = TTTForCausalLM(get_preset(spec["preset"].format(layer=layer), **spec["overrides"]))
+    model = TTTForCausalLM(get_preset(spec.preset.format(layer=layer), **spec.overrides))
     set_form(model, form)
-    batch = spec["batch"]
-    seq_len = spec["naive_len"] if form == "naive" else spec["seq_len"]
+    batch = spec.batch
+    seq_len = spec.naive_len if form == "naive" else spec.seq_len
     ids = torch.randint(0, model.config.vocab_size, (batch, seq_len))
     row = dict(size=size, layer=layer, form=form, batch=batch, seq_len=seq_len)
 
@@ -106,7 +119,7 @@ def first(row: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ttt.bench.core_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))

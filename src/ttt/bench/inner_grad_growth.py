@@ -4,7 +4,7 @@ One fresh `TTTMLP(64, 4, mini_batch_size=16, share_qk=True, use_gate=True)` (tor
 prints ‖∂(Σ y)/∂x‖ for each (ttt_base_lr, dtype, implementation, T) cell. The table in docs/training.md
 ("Non-finite gradients") comes from the default run; `--quick` runs only T ≤ 2048.
 
-    python benchmarks/inner_grad_growth.py [--quick] [--threads 1]
+    python -m ttt.bench.inner_grad_growth [--quick] [--threads 1]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from ttt.layers import TTTMLP
+from ..layers import TTTMLP
 
 # (ttt_base_lr, dtype, implementation, lengths): the cells of the docs' table
 CELLS = [
@@ -32,12 +32,12 @@ def input_grad_norm(lr: float, dtype: torch.dtype, implementation: str, seq_len:
     layer = TTTMLP(64, 4, mini_batch_size=16, ttt_base_lr=lr, share_qk=True, use_gate=True).to(dtype)
     layer.implementation = implementation
     x = torch.randn(1, seq_len, 64, dtype=dtype, requires_grad=True)
-    layer(x).sum().backward()
-    return float(x.grad.norm())
+    (grad,) = torch.autograd.grad(layer(x).sum(), x)
+    return float(grad.norm())
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ttt.bench.inner_grad_growth", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only T <= 2048")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

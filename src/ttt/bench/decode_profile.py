@@ -4,7 +4,7 @@ TTT-Linear at `ttt bench`'s `small` size (d = 256, 4 heads, 2 layers), `ttt_impl
 after a prefill of 512 tokens: the time of a whole `model(token, cache=cache)` call, of the compiled decode
 graph alone (`ttt.models.decode`), and torch.profiler's table of the ops inside the step.
 
-    python benchmarks/decode_profile.py [--steps 200] [--threads 1]
+    python -m ttt.bench.decode_profile [--steps 200] [--threads 1]
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ttt import TTTCache, TTTForCausalLM, get_preset
-from ttt.bench.spec import SIZES
-from ttt.layers import TTTLayerState
-from ttt.models.decode import _compiled_step
+from ..layers import TTTLayerState
+from ..models import TTTCache, TTTForCausalLM, get_preset
+from ..models.decode import _compiled_step
+from .spec import SIZES
 
 
 def per_call_ms(fn: Callable[[], object], steps: int, warmup: int = 20) -> float:
@@ -32,7 +32,7 @@ def per_call_ms(fn: Callable[[], object], steps: int, warmup: int = 20) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ttt.bench.decode_profile", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Peak memory of `ttt convert jax` on a synthetic full-size train state (params + AdamW moments), to show the
 converter streams: its peak should track the converted parameters, not the file.
 
-    python benchmarks/convert_memory.py [--size 125m] [--block ttt_linear] [--dir /tmp/convert_mem]
+    python -m ttt.bench.convert_memory [--size 125m] [--block ttt_linear] [--dir /tmp/convert_mem]
 
 Writes an EasyLM-format `streaming_train_state` (bf16, as ttt-lm-jax does by default) with random values in the
 official flax tree layout, then runs the CLI in a fresh process and prints file size, parameter bytes and peak RSS.
@@ -17,10 +17,11 @@ from pathlib import Path
 import msgpack
 import torch
 
-from ttt.convert.jax import config_from_flags
+from ..convert import config_from_flags
+from ..models import TTTConfig
 
 
-def jax_leaves(cfg) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
+def jax_leaves(cfg: TTTConfig) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
     """The flax parameter tree of a ttt-lm-jax CausalLM (paths inside params, shapes)."""
     d, h, f, i, v = (
         cfg.hidden_size,
@@ -30,7 +31,10 @@ def jax_leaves(cfg) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
         cfg.vocab_size,
     )
     inner = f if cfg.ttt_layer_type == "linear" else 4 * f
-    leaves = [(("model", "wte", "embedding"), (v, d)), (("model", "ln_f", "kernel"), (d,))]
+    leaves: list[tuple[tuple[str, ...], tuple[int, ...]]] = [
+        (("model", "wte", "embedding"), (v, d)),
+        (("model", "ln_f", "kernel"), (d,)),
+    ]
     for layer in range(cfg.num_hidden_layers):
         p = ("model", "h", str(layer))
         s = (*p, "seq_modeling_block")
@@ -74,7 +78,7 @@ def record(key: tuple[str, ...], tensor: torch.Tensor, dtype_name: str) -> bytes
     return msgpack.packb([list(key), msgpack.packb(msgpack.ExtType(1, payload))])
 
 
-def write_train_state(path: Path, cfg) -> int:
+def write_train_state(path: Path, cfg: TTTConfig) -> int:
     leaves = jax_leaves(cfg)
     n = 0
     with open(path, "wb") as f:
@@ -91,7 +95,7 @@ def write_train_state(path: Path, cfg) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ttt.bench.convert_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="125m")
     parser.add_argument("--block", default="ttt_linear")
     parser.add_argument("--dir", default="/tmp/convert_mem")

@@ -2,14 +2,14 @@
 Transformer++ at 2k / 8k / 32k tokens. Formula-based (`ttt.models.state_bytes`, tested equal to
 `TTTCache.nbytes`), float32 unless --bytes 2.
 
-    python benchmarks/state_size.py [--bytes 4]
+    python -m ttt.bench.state_size [--bytes 4]
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ttt.models import SIZES, get_preset, kv_cache_bytes, state_bytes
+from ..models import SIZES, get_preset, kv_cache_bytes, state_bytes
 
 
 def mb(n: int) -> str:
@@ -17,7 +17,7 @@ def mb(n: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ttt.bench.state_size", description=__doc__.splitlines()[0])
     parser.add_argument("--bytes", type=int, default=4, help="bytes per value (4: fp32, 2: bf16)")
     args = parser.parse_args()
     print("| preset | TTT state (any length) | Transformer KV 2k | KV 8k | KV 32k |")
