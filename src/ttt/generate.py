@@ -9,7 +9,7 @@ from typing import TextIO
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from .data.tokenizer import Tokenizer
+from .data import Tokenizer
 from .hf_compat import cache_kwargs
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .train.config import load_run_config
-from .train.trainer import Trainer
+from .train import Trainer, load_run_config
 
 MODELS = ("ttt-linear-tiny", "transformer++-tiny")
 
@@ -18,7 +17,7 @@ MODELS = ("ttt-linear-tiny", "transformer++-tiny")
 def quickstart(out_dir: str = "runs/quickstart", steps: int = 300, seq_len: int = 256, batch_size: int = 8) -> dict:
     from .eval import evaluate_run, load_run_model
     from .generate import generate_text
-    from .train.models import count_params
+    from .train import count_params
 
     out = Path(out_dir)
     common = [

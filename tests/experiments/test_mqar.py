@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ttt.experiments.mqar.data import IGNORE, MQARSpec, mqar_examples
-from ttt.experiments.mqar.model import MIXERS, MambaMixerWrapper, MQARModel, state_bytes
+from ttt.experiments.mqar.model import MIXERS, MambaMixerWrapper, MQARModel, mixer_state_bytes
 from ttt.experiments.mqar.train import MQARRun, train_mqar
 
 SPEC = MQARSpec(vocab_size=512, seq_len=64, num_kv_pairs=8)
@@ -121,13 +121,13 @@ def test_every_mixer_trains_a_step_and_has_a_state_size(mixer):
         )
     )
     assert result["steps"] == 2 and 0.0 <= result["accuracy"] <= 1.0 and not result["diverged"]
-    assert result["state_bytes"] == state_bytes(mixer, 16, 2, 32)
+    assert result["state_bytes"] == mixer_state_bytes(mixer, 16, 2, 32)
 
 
 def test_attention_state_grows_with_length_and_recurrent_states_do_not():
-    assert state_bytes("attention", 64, 2, 256) == 4 * state_bytes("attention", 64, 2, 64)
+    assert mixer_state_bytes("attention", 64, 2, 256) == 4 * mixer_state_bytes("attention", 64, 2, 64)
     for mixer in set(MIXERS) - {"attention"}:
-        assert state_bytes(mixer, 64, 2, 256) == state_bytes(mixer, 64, 2, 64)
+        assert mixer_state_bytes(mixer, 64, 2, 256) == mixer_state_bytes(mixer, 64, 2, 64)
 
 
 def test_sweep_smoke_and_resume(tmp_path, capsys):

@@ -17,8 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ..layers import TTTLayerState
-from ..models import TTTCache, TTTForCausalLM, get_preset
-from ..models.decode import _compiled_step
+from ..models import TTTCache, TTTForCausalLM, compiled_step, get_preset
 from .spec import SIZES
 
 
@@ -42,7 +41,7 @@ def main() -> None:
     model = TTTForCausalLM(config).eval()
     cache = TTTCache.from_model(model, batch_size=1)
     token = torch.randint(0, config.vocab_size, (1, 1))
-    graph = _compiled_step()
+    graph = compiled_step()
 
     def fresh_states() -> list[TTTLayerState]:
         return [TTTLayerState(ttt=layer.ttt, conv=dict(layer.conv)) for layer in cache.layers]

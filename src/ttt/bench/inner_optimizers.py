@@ -38,8 +38,7 @@ PRESET = "ttt-linear-tiny"
 
 def train_all(out: Path, steps: int, names: list[str]) -> dict[str, dict]:
     from ..eval import evaluate_run
-    from ..train.config import load_run_config
-    from ..train.trainer import Trainer
+    from ..train import Trainer, load_run_config
 
     results = {}
     for name in names:

@@ -40,7 +40,7 @@ def ttt_config(spec: ModelSpec):
 def build(spec: ModelSpec, seed: int = 0) -> PreTrainedModel:
     """A freshly initialised model (seeded: speed does not depend on the weights) in eval mode."""
     from ..models import TTTForCausalLM
-    from ..train.models import build_model
+    from ..train import build_model
 
     torch.manual_seed(seed)
     if spec.family == "ttt":

@@ -19,9 +19,7 @@ from transformers import PreTrainedModel
 
 from ..data import PreparedData, load_prepared
 from ..layers import TTTBase
-from ..train.checkpoint import latest_checkpoint, load_checkpoint
-from ..train.config import ConfigError, RunConfig
-from ..train.models import build_model
+from ..train import ConfigError, RunConfig, build_model, latest_checkpoint, load_checkpoint
 from .diagnostics import inner_loss_trace, layer_inputs
 
 

@@ -101,8 +101,7 @@ def row_overrides(s: LadderSettings, row_dir: Path, preset: str, model: dict[str
 def run_ladder(s: LadderSettings, progress: bool = True, extra: bool = False) -> list[dict[str, Any]]:
     """Train and evaluate every unfinished row; returns every finished row's result (also OUT/ladder.json)."""
     from ..eval import evaluate_run
-    from ..train.config import load_run_config
-    from ..train.trainer import Trainer
+    from ..train import Trainer, load_run_config
 
     register_linear_attention_layer()
     out = Path(s.out)

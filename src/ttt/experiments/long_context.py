@@ -88,8 +88,7 @@ def run_long_context(s: LongContextSettings, progress: bool = True) -> list[dict
 
 def _run(s: LongContextSettings, progress: bool) -> list[dict[str, Any]]:
     from ..eval import evaluate_run
-    from ..train.config import load_run_config
-    from ..train.trainer import Trainer
+    from ..train import Trainer, load_run_config
 
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)

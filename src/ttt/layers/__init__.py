@@ -4,7 +4,7 @@ from .learners import INNER_MODELS, TTTGeneric, TTTNadarayaWatson  # noqa: I001 
 from .conv import CausalConv1d
 from .packing import Packing
 from .layer_state import TTTLayerState
-from .config import IMPLEMENTATIONS, TTTLayerConfig
+from .config import IMPLEMENTATIONS, LAYER_DEFAULTS, TTTLayerConfig
 from .ttt import TTT_LAYERS, TTTMLP, TTTBase, TTTLinear, register_ttt_layer
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "IMPLEMENTATIONS",
     "TTTLayerConfig",
     "INNER_MODELS",
+    "LAYER_DEFAULTS",
     "Packing",
     "TTTBase",
     "TTTGeneric",

@@ -11,8 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ops import IMPLEMENTATIONS
-from ..ops.inner_optim import OPTIMIZERS, InnerOptimizer
+from ..ops import IMPLEMENTATIONS, OPTIMIZERS, InnerOptimizer
 
 TOKEN_FACTORS = ("learned", "harmonic", "one")
 # TTTConfig's names for the fields whose layer name differs

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import initialization as init
 
-from ..ops.generic import ttt_generic
-from ..ops.nadaraya_watson import ttt_nadaraya_watson
+from ..ops import ttt_generic, ttt_nadaraya_watson
 from .ttt import TTT_LAYERS, TTTBase
 
 

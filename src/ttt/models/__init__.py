@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .cache import TTTCache
 from .configuration import BASE_LR, JAX_BLOCK_ALIASES, SIZES, TTTConfig, get_preset, preset_names
+from .decode import compiled_step, decode_step
 from .modeling import TTTForCausalLM, TTTModel, TTTPreTrainedModel
 from .state_size import kv_cache_bytes, state_bytes
 
@@ -20,6 +21,8 @@ __all__ = [
     "TTTForCausalLM",
     "TTTModel",
     "TTTPreTrainedModel",
+    "compiled_step",
+    "decode_step",
     "get_preset",
     "kv_cache_bytes",
     "preset_names",

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from transformers.cache_utils import Cache
 
-from ..layers.layer_state import TTTLayerState
+from ..layers import TTTLayerState
 
 
 class TTTCache(Cache):

@@ -11,9 +11,8 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from ..layers.config import LAYER_DEFAULTS as _LAYER
-from ..layers.config import TTTLayerConfig
-from ..layers.ttt import TTT_LAYERS
+from ..layers import INNER_MODELS, TTT_LAYERS, TTTLayerConfig
+from ..layers import LAYER_DEFAULTS as _LAYER
 
 PRESET_LAYER_TYPES = ("linear", "mlp")
 
@@ -114,8 +113,6 @@ class TTTConfig(PreTrainedConfig):
                 f"TTTConfig.ttt_layer_type must be one of {tuple(TTT_LAYERS)}, got {self.ttt_layer_type!r}"
             )
         if self.ttt_layer_type == "generic":
-            from ..layers.learners import INNER_MODELS
-
             if self.inner_model not in INNER_MODELS:
                 raise ValueError(
                     f"TTTConfig.inner_model must be one of {tuple(INNER_MODELS)}, got {self.inner_model!r}"

@@ -30,7 +30,8 @@ def _step(model: TTTModel, h: Tensor, states: list[TTTLayerState]) -> Tensor:
 
 
 @cache
-def _compiled_step():
+def compiled_step():
+    """The torch.compile'd graph of the blocks and final norm for one token: graph(model, h [B, 1, C], states)."""
     return torch.compile(_step, dynamic=False)
 
 
@@ -38,7 +39,7 @@ def decode_step(model: TTTModel, h: Tensor, cache: TTTCache) -> Tensor:
     """Embedded tokens h [B, 1, C] through the blocks and final norm of `model` (a TTTModel) with `cache` (a
     TTTCache), updated in place. Returns the final hidden states [B, 1, C]."""
     fresh = [TTTLayerState(ttt=layer.ttt, conv=dict(layer.conv)) for layer in cache.layers]
-    h = _compiled_step()(model, h, fresh)
+    h = compiled_step()(model, h, fresh)
     for layer, new in zip(cache.layers, fresh):
         layer.ttt, layer.conv = new.ttt, new.conv
         layer.num_positions += 1

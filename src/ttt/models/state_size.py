@@ -11,7 +11,7 @@ def state_bytes(config: Any, batch_size: int = 1, bytes_per_value: int = 4) -> i
     """Bytes of a TTTCache for `config` (the formula `TTTCache.nbytes` measures): per layer and head the inner
     weights and their gradient sums (TTT-Linear: 2 (d² + d); TTT-MLP: 2 (8d² + 5d)), plus the conv states and the
     int64 offsets. Constant in the context length."""
-    from ..ops.inner_optim import BUFFERS
+    from ..ops import BUFFERS
 
     heads, d = config.num_attention_heads, config.hidden_size // config.num_attention_heads
     bias = getattr(config, "inner_bias", True)

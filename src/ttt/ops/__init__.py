@@ -10,15 +10,21 @@ Every form takes `(q, k, v, lr, spec, state, ...)`."""
 
 from .driver import ttt_dual
 from .forms import IMPLEMENTATIONS, ttt_forward
+from .generic import ttt_generic
 from .inner import forward_keys, read_out
+from .inner_optim import BUFFERS, OPTIMIZERS, InnerOptimizer
 from .ln import gelu_tanh, gelu_tanh_bwd, ln_fused_l2_bwd, ln_fwd
+from .nadaraya_watson import ttt_nadaraya_watson
 from .naive import ttt_naive
 from .primal import ttt_primal, ttt_primal_step
 from .spec import InnerSpec
 from .state import TTTState
 
 __all__ = [
+    "BUFFERS",
     "IMPLEMENTATIONS",
+    "OPTIMIZERS",
+    "InnerOptimizer",
     "InnerSpec",
     "TTTState",
     "forward_keys",
@@ -29,6 +35,8 @@ __all__ = [
     "ln_fwd",
     "ttt_dual",
     "ttt_forward",
+    "ttt_generic",
+    "ttt_nadaraya_watson",
     "ttt_naive",
     "ttt_primal",
     "ttt_primal_step",

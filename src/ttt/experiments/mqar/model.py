@@ -91,7 +91,7 @@ def build_mixer(name: str, d_model: int, num_heads: int, seq_len: int) -> nn.Mod
     raise ValueError(f"unknown mixer {name!r}; mixers: {', '.join(MIXERS)}")
 
 
-def state_bytes(name: str, d_model: int, num_heads: int, seq_len: int, num_layers: int = 2) -> int:
+def mixer_state_bytes(name: str, d_model: int, num_heads: int, seq_len: int, num_layers: int = 2) -> int:
     """Bytes (float32) of one sequence's recurrent state in the mixers after `seq_len` tokens, all layers (the
     short convs before the mixers, d·3 values per layer and the same for every model, are not counted).
 

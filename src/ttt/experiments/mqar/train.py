@@ -21,7 +21,7 @@ import torch
 
 from ..common import add_settings_arguments, add_threads_argument, apply_threads
 from .data import MQARSpec, mqar_examples
-from .model import MIXERS, MQARModel, state_bytes
+from .model import MIXERS, MQARModel, mixer_state_bytes
 
 
 @dataclass
@@ -126,7 +126,7 @@ def train_mqar(run: MQARRun, log: bool = False) -> dict[str, Any]:
         "steps": step,
         "planned_steps": total,
         "seconds": time.perf_counter() - start,
-        "state_bytes": state_bytes(run.mixer, run.d_model, run.num_heads, run.seq_len, run.num_layers),
+        "state_bytes": mixer_state_bytes(run.mixer, run.d_model, run.num_heads, run.seq_len, run.num_layers),
         "params": sum(p.numel() for p in model.parameters()),
         "history": history,
     }
