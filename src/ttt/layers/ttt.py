@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from transformers import initialization as init
 
 from ..hf_compat import pick_cache, reject_unknown
-from ..ops import InnerSpec, TTTState, ttt_forward
+from ..ops import InnerSpec, Params, TTTState, layer_weight, ttt_forward
 from .config import TTTLayerConfig
 from .conv import CausalConv1d
 from .layer_state import TTTLayerState
@@ -167,7 +167,9 @@ class TTTBase(nn.Module):
             self.conv_q.reset_parameters()
             self.conv_k.reset_parameters()
 
-    def inner_params(self) -> tuple[Tensor, ...]:
+    def inner_params(self) -> Params:
+        """The inner model's initial weights W0 (W1, b1[, W2, b2]), [H, ...] each; a bias is None without
+        `inner_bias`."""
         return tuple(getattr(self, name) for name in self.inner_param_names)
 
     def token_factors(self) -> Tensor:
@@ -210,13 +212,14 @@ class TTTBase(nn.Module):
         if self.inner_optimizer.needs_steps:
             ttt.steps = torch.zeros_like(ttt.offset)
         if self.forget_gate or self.inner_weight_decay > 0:
-            ttt.retention = ttt.params[0].new_ones(batch_size, self.num_heads)
+            ttt.retention = layer_weight(ttt.params, 0).new_ones(batch_size, self.num_heads)
         conv = {}
         if self.share_qk:
-            kw = dict(dtype=dtype or self.conv_q.weight.dtype, device=device or self.conv_q.weight.device)
+            conv_dtype = dtype or self.conv_q.weight.dtype
+            conv_device = device or self.conv_q.weight.device
             conv = {
-                "conv_q": self.conv_q.empty_state(batch_size, **kw),
-                "conv_k": self.conv_k.empty_state(batch_size, **kw),
+                "conv_q": self.conv_q.empty_state(batch_size, dtype=conv_dtype, device=conv_device),
+                "conv_k": self.conv_k.empty_state(batch_size, dtype=conv_dtype, device=conv_device),
             }
         return TTTLayerState(ttt=ttt, conv=conv, initial=ttt)
 
@@ -244,7 +247,7 @@ class TTTBase(nn.Module):
                 f"the cache was made for batch size {state.batch_size}, the input has batch size {batch} (with beam "
                 "search or num_return_sequences, allocate batch × num_beams rows)"
             )
-        first = state.ttt.params[0]
+        first = layer_weight(state.ttt.params, 0)
         if dtype is not None and first.dtype != dtype:
             raise ValueError(
                 f"the cache holds {first.dtype} tensors, the layer runs in {dtype}: allocate it in {dtype}"

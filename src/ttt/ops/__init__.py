@@ -18,7 +18,7 @@ from .nadaraya_watson import ttt_nadaraya_watson
 from .naive import ttt_naive
 from .primal import ttt_primal, ttt_primal_step
 from .spec import InnerSpec
-from .state import TTTState
+from .state import Params, TTTState, layer_weight
 
 __all__ = [
     "BUFFERS",
@@ -26,10 +26,12 @@ __all__ = [
     "OPTIMIZERS",
     "InnerOptimizer",
     "InnerSpec",
+    "Params",
     "TTTState",
     "forward_keys",
     "read_out",
     "gelu_tanh",
+    "layer_weight",
     "gelu_tanh_bwd",
     "ln_fused_l2_bwd",
     "ln_fwd",

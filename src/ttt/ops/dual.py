@@ -30,7 +30,7 @@ from .inner import (
 )
 from .ln import gelu_tanh
 from .spec import InnerSpec
-from .state import TTTState, tmap
+from .state import TTTState, layer_weight, tmap
 
 # Per mini-batch: True (every row completes it), False (none does) or a [B] bool tensor.
 Completion = bool | Tensor
@@ -73,11 +73,11 @@ def dual_mini_batch(
     for layer in range(num_layers(params)):
         attn = x @ inputs[layer].transpose(-1, -2)  # [B, H, b, b]
         has_bias = params[2 * layer + 1] is not None
-        base = affine(x, params[2 * layer], params[2 * layer + 1])
+        base = affine(x, layer_weight(params, layer), params[2 * layer + 1])
         # the bias's gradient enters every read-out with weight 1: (X̄ Xᵀ + 1)
         z = (base if c is None else c * base) - (eta * (attn + 1.0 if has_bias else attn)) @ grads_z[layer]
         if carried is not None:
-            z = z - tf * affine(x, carried[2 * layer], carried[2 * layer + 1])
+            z = z - tf * affine(x, layer_weight(carried, layer), carried[2 * layer + 1])
         if layer + 1 < num_layers(params):
             x = gelu_tanh(z)
     out = read_out(q, z, ln, residual, eps)

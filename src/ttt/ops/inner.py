@@ -30,50 +30,49 @@ from torch import Tensor
 
 from .inner_optim import InnerOptimizer
 from .ln import gelu_tanh, gelu_tanh_bwd, ln_fused_l2_bwd, ln_fwd
-from .state import TTTState, tmap
+from .state import Params, TTTState, layer_weight, tmap
 
 
 def affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return x @ weight if bias is None else x @ weight + bias
 
 
-def num_layers(params: tuple[Tensor, ...]) -> int:
+def num_layers(params: Params) -> int:
     return len(params) // 2
 
 
-def forward_keys(params: tuple[Tensor, ...], x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+def forward_keys(params: Params, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     """Run f on a mini-batch of keys, keeping what the backward needs.
 
     x: [B, H, N, D]. Returns the input X_l and the pre-activation Z_l = X_l W_l + b_l of every layer l.
     """
-    inputs, preacts = [], []
+    inputs: list[Tensor] = []
+    preacts: list[Tensor] = []
     for layer in range(num_layers(params)):
         if layer > 0:
             x = gelu_tanh(preacts[-1])
         inputs.append(x)
-        preacts.append(affine(x, params[2 * layer], params[2 * layer + 1]))
+        preacts.append(affine(x, layer_weight(params, layer), params[2 * layer + 1]))
     return inputs, preacts
 
 
-def backward_keys(params: tuple[Tensor, ...], preacts: list[Tensor], grad_out: Tensor) -> list[Tensor]:
+def backward_keys(params: Params, preacts: list[Tensor], grad_out: Tensor) -> list[Tensor]:
     """∂ℓ/∂Z_l for every layer, from ∂ℓ/∂Z_last: ∂ℓ/∂Z_{l−1} = (∂ℓ/∂Z_l W_lᵀ) ⊙ gelu'(Z_{l−1})."""
     grads = [grad_out]
     for layer in range(num_layers(params) - 1, 0, -1):
-        grads.insert(0, (grads[0] @ params[2 * layer].transpose(-1, -2)) * gelu_tanh_bwd(preacts[layer - 1]))
+        grads.insert(0, (grads[0] @ layer_weight(params, layer).transpose(-1, -2)) * gelu_tanh_bwd(preacts[layer - 1]))
     return grads
 
 
-def weight_grads(
-    params: tuple[Tensor, ...], inputs: list[Tensor], grads_z: list[Tensor], lr: Tensor
-) -> tuple[Tensor, ...]:
+def weight_grads(params: Params, inputs: list[Tensor], grads_z: list[Tensor], lr: Tensor) -> Params:
     """Σ_j lr_j ∇ℓ_j for every inner parameter: (X_lᵀ (lr ⊙ ∂ℓ/∂Z_l), Σ_j lr_j ∂ℓ/∂Z_l,j) per layer.
 
     inputs/grads_z: [B, H, N, ·]; lr: [B, H, N]. Returns tensors shaped like the state params (None for no bias),
     in the state's dtype: under bf16 autocast the read-outs run in bf16 but the update stays in fp32.
     """
-    out = []
+    out: list[Tensor | None] = []
     for layer, (x, g) in enumerate(zip(inputs, grads_z)):
-        dtype = params[2 * layer].dtype
+        dtype = layer_weight(params, layer).dtype
         weighted = (lr.unsqueeze(-1) * g).to(dtype)
         with torch.autocast(x.device.type, enabled=False):
             out.append(x.to(dtype).transpose(-1, -2) @ weighted)
@@ -107,12 +106,12 @@ def retention_within(carried: Tensor | None, retention: Tensor | None) -> Tensor
 
 def close_mini_batch(
     carry: TTTState,
-    new_sums: tuple[Tensor, ...],
+    new_sums: Params,
     decay: Tensor | None,
     complete: bool | Tensor,
     last_factor: Tensor,
     optimizer: InnerOptimizer,
-    update: tuple[tuple[Tensor, ...], tuple[tuple[Tensor, ...], ...]] | None = None,
+    update: tuple[Params, tuple[Params, ...]] | None = None,
 ) -> TTTState:
     """The state after a mini-batch whose gradient sum is now `new_sums` (G_{b−1}) and retention `decay` [B, H]
     (c_{b−1}, None for 1). Rows that complete it (complete: True, False or [B] bool) close it:
@@ -128,8 +127,8 @@ def close_mini_batch(
     c = None if decay is None else decay.unsqueeze(-1).unsqueeze(-1)
     closed = tmap(lambda p, u: (p if c is None else c * p) - last_factor * u, carry.params, step)
     if complete is True:
-        steps = steps + 1 if optimizer.needs_steps else None
-        return TTTState(closed, None, carry.offset, next_buffers, steps, None)
+        closed_steps = steps + 1 if optimizer.needs_steps else None
+        return TTTState(closed, None, carry.offset, next_buffers, closed_steps, None)
     shut = complete.view(-1, 1, 1, 1)
 
     def pick(new: Tensor, old: Tensor) -> Tensor:

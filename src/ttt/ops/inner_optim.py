@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .state import Params, tmap
+
 OPTIMIZERS = ("gd", "momentum", "adam", "muon")
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 BUFFERS = {"gd": (), "momentum": ("momentum",), "adam": ("exp_avg", "exp_avg_sq"), "muon": ("momentum",)}
-
-Params = tuple[Tensor | None, ...]
 
 
 def newton_schulz(x: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
@@ -93,40 +93,41 @@ class InnerOptimizer:
     def init_buffers(self, params: Params) -> tuple[Params, ...]:
         return tuple(tuple(None if p is None else torch.zeros_like(p) for p in params) for _ in self.buffer_names)
 
-    def update(self, grads: Params, buffers: tuple[Params, ...], steps: Tensor | None) -> tuple[Params, tuple]:
+    def update(
+        self, grads: Params, buffers: tuple[Params, ...], steps: Tensor | None
+    ) -> tuple[Params, tuple[Params, ...]]:
         """U(G; S, n) and the advanced state S'. grads: per parameter [B, H, (N,) ...] (N: tokens of a mini-batch,
-        optional); buffers: per kind, per parameter, broadcastable to grads; steps: n broadcastable to grads."""
+        optional); buffers: per kind, per parameter, broadcastable to grads; steps: n broadcastable to grads (None
+        only for an optimizer that does not count steps: `needs_steps`). Raises ValueError when adam gets no steps."""
         name = self.name
         if name == "gd":
             return grads, ()
         if name == "momentum":
-            new = tuple(None if g is None else self.momentum * m + g for g, m in zip(grads, buffers[0]))
+            new = tmap(lambda g, m: self.momentum * m + g, grads, buffers[0])
             return new, (new,)
         if name == "adam":
+            if steps is None:
+                raise ValueError("the adam inner optimizer needs steps (the number of mini-batches closed so far)")
             b1, b2 = self.momentum, self.beta2
-            first = tuple(None if g is None else b1 * m + (1 - b1) * g for g, m in zip(grads, buffers[0]))
-            second = tuple(None if g is None else b2 * s + (1 - b2) * g * g for g, s in zip(grads, buffers[1]))
+            first = tmap(lambda g, m: b1 * m + (1 - b1) * g, grads, buffers[0])
+            second = tmap(lambda g, s: b2 * s + (1 - b2) * g * g, grads, buffers[1])
             dtype = next(g for g in grads if g is not None).dtype
             t = (steps + 1).to(dtype)
             fix1, fix2 = 1 - b1**t, 1 - b2**t
 
-            def step(m: Tensor | None, s: Tensor | None) -> Tensor | None:
-                if m is None:
-                    return None
+            def step(m: Tensor, s: Tensor) -> Tensor:
                 return self.lr * (m / fix1) / ((s / fix2).sqrt() + self.eps)
 
-            return tuple(step(m, s) for m, s in zip(first, second)), (first, second)
+            return tmap(step, first, second), (first, second)
         mu = self.momentum
-        new = tuple(None if g is None else mu * m + (1 - mu) * g for g, m in zip(grads, buffers[0]))
+        new = tmap(lambda g, m: mu * m + (1 - mu) * g, grads, buffers[0])
 
-        def ortho(g: Tensor | None, m: Tensor | None) -> Tensor | None:
-            if g is None:
-                return None
+        def ortho(g: Tensor, m: Tensor) -> Tensor:
             direction = (1 - mu) * g + mu * m if self.nesterov else m
             scale = max(1.0, g.shape[-2] / g.shape[-1]) ** 0.5
             return self.lr * scale * newton_schulz(direction, self.ns_steps)
 
-        return tuple(ortho(g, m) for g, m in zip(grads, new)), (new,)
+        return tmap(ortho, grads, new), (new,)
 
 
 GD = InnerOptimizer()

@@ -26,16 +26,14 @@ from .inner import (
 )
 from .ln import gelu_tanh
 from .spec import InnerSpec
-from .state import TTTState, tmap
+from .state import Params, TTTState, layer_weight, tmap
 
 
-def token_gradient_sums(
-    params: tuple[Tensor, ...], inputs: list[Tensor], grads_z: list[Tensor], lr: Tensor
-) -> tuple[Tensor | None, ...]:
+def token_gradient_sums(params: Params, inputs: list[Tensor], grads_z: list[Tensor], lr: Tensor) -> Params:
     """Σ_{j ≤ i} lr_j ∇ℓ_j for every token i: per layer X_jᵀ (lr_j g_j) and lr_j g_j, running sums over the slots.
 
     inputs/grads_z: [B, H, b, ·]; lr: [B, H, b]. Returns per parameter [B, H, b, ...] (None for no bias)."""
-    out = []
+    out: list[Tensor | None] = []
     for layer, (x, g) in enumerate(zip(inputs, grads_z)):
         weighted = lr.unsqueeze(-1) * g  # [B, H, b, F]
         out.append((x.unsqueeze(-1) * weighted.unsqueeze(-2)).cumsum(2))  # [B, H, b, D_in, F]
@@ -79,9 +77,10 @@ def materialized_mini_batch(
     per_token = tmap(weights, params, update)  # [B, H, b, ...]
     x = q.unsqueeze(-2)  # [B, H, b, 1, D]
     for layer in range(num_layers(params)):
-        z = x @ per_token[2 * layer]
-        if per_token[2 * layer + 1] is not None:
-            z = z + per_token[2 * layer + 1]
+        z = x @ layer_weight(per_token, layer)
+        bias = per_token[2 * layer + 1]
+        if bias is not None:
+            z = z + bias
         if layer + 1 < num_layers(params):
             x = gelu_tanh(z)
     out = read_out(q, z.squeeze(-2), ln, residual, eps)

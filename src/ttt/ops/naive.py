@@ -14,29 +14,38 @@ For token t of row r, at position i in its mini-batch (i counts from the cached 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .ln import gelu_tanh
 from .spec import InnerSpec
-from .state import TTTState
+from .state import Params, TTTState, layer_weight, tmap
 
 
-def _inner(params: list[Tensor | None], x: Tensor) -> Tensor:
+def _inner(params: Sequence[Tensor | None], x: Tensor) -> Tensor:
     """f(x) per head. x: [H, 1, D]; params W [H, Din, Dout], b [H, 1, Dout] or None."""
     for layer in range(len(params) // 2):
         if layer > 0:
             x = gelu_tanh(x)
-        x = x @ params[2 * layer]
-        if params[2 * layer + 1] is not None:
-            x = x + params[2 * layer + 1]
+        x = x @ layer_weight(params, layer)
+        bias = params[2 * layer + 1]
+        if bias is not None:
+            x = x + bias
     return x
 
 
+def _weights_at(W: Sequence[Tensor | None], U: Params, c: Tensor, token_factor: Tensor, i: int) -> list[Tensor | None]:
+    """W_t = c W − tf_i U per inner parameter (None for an absent bias). W: [H, ...] each; c: [H]."""
+    return list(tmap(lambda w, u: c.view(-1, 1, 1) * w - token_factor[i] * u, tuple(W), U))
+
+
 def _layer_norm(z: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
-    """Per-head LN (identity when weight is None). z: [H, 1, D]; weight, bias: [H, D]."""
-    if weight is None:
+    """Per-head LN (identity without one: `InnerSpec` gives both weight and bias or neither). z: [H, 1, D];
+    weight, bias: [H, D]."""
+    if weight is None or bias is None:
         return z
     return F.layer_norm(z, z.shape[-1:], eps=eps) * weight.unsqueeze(1) + bias.unsqueeze(1)
 
@@ -102,7 +111,7 @@ def ttt_naive(
             if retention is not None:
                 c = c * retention[r, t]
             U, S_next = optimizer.update(tuple(G), tuple(tuple(kind) for kind in S), n)
-            W_t = [None if w is None else c.view(-1, 1, 1) * w - token_factor[i] * u for w, u in zip(W, U)]
+            W_t = _weights_at(W, U, c, token_factor, i)
             q_t = q[r, t].unsqueeze(1)
             y = _layer_norm(_inner(W_t, q_t), ln_weight, ln_bias, eps)
             outputs.append((q_t + y if residual else y).squeeze(1))
@@ -119,7 +128,13 @@ def ttt_naive(
     out = torch.stack(rows_out)
 
     def stack(rows: list[list[Tensor | None]], j: int) -> Tensor | None:
-        return None if rows[0][j] is None else torch.stack([row[j] for row in rows])
+        column = [row[j] for row in rows]
+        present = [t for t in column if t is not None]
+        if not present:
+            return None
+        # every row starts from the same state, so the rows agree on which biases are absent
+        assert len(present) == len(column)
+        return torch.stack(present)
 
     n_params = len(state.params)
     new_state = TTTState(

@@ -18,7 +18,7 @@ from torch import Tensor
 from .inner import affine, backward_keys, close_mini_batch, forward_keys, loss_grad, num_layers, read_out, weight_grads
 from .ln import gelu_tanh
 from .spec import InnerSpec
-from .state import TTTState, tmap
+from .state import TTTState, layer_weight, tmap
 
 
 def ttt_primal_step(
@@ -59,8 +59,8 @@ def ttt_primal_step(
     c = None if decay is None else decay.unsqueeze(-1).unsqueeze(-1)  # [B, H, 1, 1]
     x = q.unsqueeze(-2)
     for layer in range(num_layers(params)):
-        base = affine(x, params[2 * layer], params[2 * layer + 1])
-        z = (base if c is None else c * base) - tf * affine(x, update[2 * layer], update[2 * layer + 1])
+        base = affine(x, layer_weight(params, layer), params[2 * layer + 1])
+        z = (base if c is None else c * base) - tf * affine(x, layer_weight(update, layer), update[2 * layer + 1])
         if layer + 1 < num_layers(params):
             x = gelu_tanh(z)
     out = read_out(q.unsqueeze(-2), z, ln, residual, eps).squeeze(-2)

@@ -5,10 +5,16 @@ inner optimizer's buffers. The math that moves it is in `inner.py` (the inner mo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor
+
+# The inner model's parameters (W1, b1[, W2, b2]), or anything shaped like them (gradient sums, updates, optimizer
+# buffers): a bias is None for an inner model without bias; a weight is always a tensor (`layer_weight`).
+Params = tuple[Tensor | None, ...]
 
 
 @dataclass
@@ -20,31 +26,31 @@ class TTTState:
     offset:    [B] int64, how many tokens of the current mini-batch each row has seen (0 ≤ offset < b).
     """
 
-    params: tuple[Tensor, ...]
-    grad_sums: tuple[Tensor, ...] | None
+    params: Params
+    grad_sums: Params | None
     offset: Tensor
     # inner optimizer state: one tuple per buffer kind (e.g. Adam's m, v), each shaped like params; () means zeros
-    buffers: tuple[tuple[Tensor | None, ...], ...] = ()
+    buffers: tuple[Params, ...] = ()
     steps: Tensor | None = None  # [B] int64, mini-batches closed so far (Adam's bias correction); None means 0
     retention: Tensor | None = None  # [B, H], Π r_j over the tokens seen in the current mini-batch; None means 1
 
     @classmethod
-    def initial(cls, params: tuple[Tensor, ...], batch_size: int, device: torch.device | None = None) -> TTTState:
+    def initial(cls, params: Params, batch_size: int, device: torch.device | None = None) -> TTTState:
         """State at the start of a sequence: the learned W0 (each [H, ...]) for every row, no gradients yet."""
-        device = params[0].device if params else device
+        device = layer_weight(params, 0).device if params else device
         expanded = tmap(lambda p: p.unsqueeze(0).expand(batch_size, *p.shape), params)
         return cls(expanded, None, torch.zeros(batch_size, dtype=torch.long, device=device))
 
     @property
     def batch_size(self) -> int:
-        return self.params[0].shape[0]
+        return layer_weight(self.params, 0).shape[0]
 
-    def grad_sums_or_zeros(self) -> tuple[Tensor, ...]:
+    def grad_sums_or_zeros(self) -> Params:
         if self.grad_sums is not None:
             return self.grad_sums
         return tmap(torch.zeros_like, self.params)
 
-    def buffers_or_zeros(self, count: int) -> tuple[tuple[Tensor | None, ...], ...]:
+    def buffers_or_zeros(self, count: int) -> tuple[Params, ...]:
         if self.buffers:
             return self.buffers
         return tuple(tmap(torch.zeros_like, self.params) for _ in range(count))
@@ -64,8 +70,11 @@ class TTTState:
         buffers.k.j, steps, retention (absent biases, buffers and counters are left out)."""
         out: dict[str, Tensor] = {}
         for j, (p, g) in enumerate(zip(self.params, self.grad_sums_or_zeros())):
-            if p is not None:
-                out[f"params.{j}"], out[f"grad_sums.{j}"] = p, g
+            if p is None:
+                continue
+            if g is None:
+                raise ValueError(f"grad_sums.{j} is None but params.{j} is a tensor: grad_sums must mirror params")
+            out[f"params.{j}"], out[f"grad_sums.{j}"] = p, g
         out["offset"] = self.offset
         for kind, buffer in enumerate(self.buffers):
             out.update({f"buffers.{kind}.{j}": t for j, t in enumerate(buffer) if t is not None})
@@ -96,6 +105,33 @@ class TTTState:
         return TTTState(tmap(fn, self.params), grads, fn(self.offset), buffers, opt(self.steps), opt(self.retention))
 
 
-def tmap(fn, first: tuple, *rest: tuple) -> tuple:
-    """Apply fn elementwise over parallel tuples of tensors, keeping None (an absent bias) as None."""
-    return tuple(None if a is None else fn(a, *others) for a, *others in zip(first, *rest))
+def layer_weight(params: Sequence[Tensor | None], layer: int) -> Tensor:
+    """W_{layer+1}, the weight of the inner model's layer `layer` (0-based) in `params` (or anything shaped like
+    them). Raises ValueError when it is None: only the biases of an inner model may be absent."""
+    weight = params[2 * layer]
+    if weight is None:
+        raise ValueError(f"inner weight W{layer + 1} is None: only the biases of an inner model may be absent")
+    return weight
+
+
+@overload
+def tmap(fn: Callable[[Tensor], Tensor], first: Params, /) -> Params: ...
+
+
+@overload
+def tmap(fn: Callable[[Tensor, Tensor], Tensor], first: Params, second: Params, /) -> Params: ...
+
+
+def tmap(fn: Callable[..., Tensor], first: Params, /, *rest: Params) -> Params:
+    """Apply fn elementwise over parallel tuples of tensors, keeping None (an absent bias) as None.
+
+    Raises ValueError when an entry of `first` is a tensor and the same entry of another tuple is None."""
+    out: list[Tensor | None] = []
+    for j, (a, *others) in enumerate(zip(first, *rest)):
+        if a is None:
+            out.append(None)
+        elif any(t is None for t in others):
+            raise ValueError(f"tmap: entry {j} is a tensor in the first tuple and None in another")
+        else:
+            out.append(fn(a, *others))
+    return tuple(out)
