@@ -32,11 +32,19 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: str | os.PathLike) -> Path:
-    """Record every file under `folder` (recursively, but not the manifest itself); returns the manifest's path.
-    Written under a temporary name and renamed, so a manifest is never half-written."""
+def write_manifest(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> Path:
+    """Record every file under `folder` (recursively, but not the manifest itself, nor the top-level entries named in
+    `exclude`: folders that keep their own manifest); returns the manifest's path. Written under a temporary name and
+    renamed, so a manifest is never half-written."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name != MANIFEST
+        and not p.name.startswith(".")
+        and p.relative_to(folder).parts[0] not in exclude
+    )
     entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}
     target = folder / MANIFEST
     tmp = folder / f".{MANIFEST}.tmp"

@@ -25,6 +25,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from ..hf_compat import CACHE_NAME, cache_kwargs, output_cache, pick_cache, reject_unknown
 from ..integrity import DamagedFileError, verify_manifest, write_manifest
 from ..layers import TTT_LAYERS, CausalConv1d, Packing, TTTBase, TTTLayerState
+from .aot import AOT_FOLDER, DecodeArtifact, attach_decode_artifacts, weights_signature
 from .cache import TTTCache
 from .configuration import TTTConfig
 from .decode import decode_step
@@ -156,24 +157,29 @@ class TTTPreTrainedModel(PreTrainedModel):
         ttt.integrity) that `from_pretrained` verifies."""
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            write_manifest(save_directory)
+            # the AOT decode packages keep their own manifest (and go stale, not damaged, with new weights)
+            write_manifest(save_directory, exclude=(AOT_FOLDER,))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """transformers' from_pretrained; a local folder's checksum manifest is verified first, and a weights file
-        that cannot be decoded is named.
+        that cannot be decoded is named. A causal LM loads the folder's AOT decode packages when `ttt export` made
+        them (`models/aot.py`; a one-line notice when they were built for another torch, CPU or weights).
 
         Raises DamagedFileError (a ValueError) naming the damaged file."""
         folder = Path(str(pretrained_model_name_or_path))
         if folder.is_dir():
             verify_manifest(folder)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except Exception as err:
             if type(err).__name__ != "SafetensorError" and "safetensors" not in type(err).__module__:
                 raise
             weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else [folder]
             raise DamagedFileError(weights[0] if weights else folder, f"cannot be read: {err}") from err
+        if folder.is_dir() and isinstance(model, TTTForCausalLM):
+            attach_decode_artifacts(model, folder)
+        return model
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -385,6 +391,30 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
     def allocate_inference_cache(self, batch_size: int, dtype=None, device=None) -> TTTCache:
         return TTTCache.from_model(self, batch_size, dtype or self.dtype, device or self.device)
 
+    def use_decode_artifacts(self, artifacts: dict[tuple[int, torch.dtype], DecodeArtifact], signature: tuple) -> None:
+        """Run single-token cached calls through these AOT decode packages (`models/aot.py`) while the weights keep
+        `signature` (`aot.weights_signature` when they were loaded); {} turns them off."""
+        self._decode_artifacts = dict(artifacts)
+        self._artifact_weights = signature
+
+    def _artifact_decode(self, input_ids: Tensor | None, attention_mask: Tensor | None, cache) -> Tensor | None:
+        """Logits [B, 1, V] from an AOT decode package for this call, or None when the call is not a plain cached
+        single-token step of a batch size and dtype a package was built for (the eager path then runs)."""
+        artifacts = getattr(self, "_decode_artifacts", None)
+        if not artifacts or input_ids is None or input_ids.dim() != 2 or input_ids.shape[1] != 1:
+            return None
+        if not isinstance(cache, TTTCache) or torch.is_grad_enabled() or self.training:
+            return None
+        artifact = artifacts.get((input_ids.shape[0], self.dtype))
+        if artifact is None or input_ids.device.type != "cpu":
+            return None
+        if attention_mask is not None and not bool(attention_mask[:, -1].bool().all()):
+            return None
+        if weights_signature(self) != self._artifact_weights:
+            return None
+        self.model._check_inputs(input_ids, None)
+        return artifact.step(input_ids, cache)
+
     def forward(
         self,
         input_ids: Tensor | None = None,
@@ -415,6 +445,13 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         """
         reject_unknown(f"{type(self).__name__}.forward", kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is None and shift_labels is None and inputs_embeds is None and not output_hidden_states:
+            cached = pick_cache(cache, past_key_values)
+            logits = self._artifact_decode(input_ids, attention_mask, cached)
+            if logits is not None:
+                if not return_dict:
+                    return (logits, cached)
+                return CausalLMOutputWithPast(logits=logits, **{CACHE_NAME: cached})
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -1,0 +1,258 @@
+"""Ahead-of-time compiled decode: one token through the whole model as an AOTInductor package beside the weights.
+
+`ttt export MODEL_DIR` (or `export_decode`) traces the single-token step (embedding, every block with its TTT primal
+step, final norm, LM head) with `torch.export` for each batch size and dtype asked for, compiles it with AOTInductor
+and stores the packages in `MODEL_DIR/aot/` with a manifest. `TTTForCausalLM.from_pretrained` and `ttt generate`
+load them when present (`attach_decode_artifacts`); from then on a single-token call with a cache of a matching
+batch size runs the package: no Python per op, and no compile at start-up. A package built by another torch
+release, for another CPU capability or for other weights is not used: a one-line notice says why and decoding stays
+eager. The package's logits equal eager's (tested), so `generate` gives the same tokens.
+
+The package holds a copy of the weights (so MODEL_DIR/aot/ grows by the weights' size per batch size and dtype) and
+takes the cache's tensors in the order `TTTLayerState.named_tensors` lists them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from ..atomic import atomic_dir
+from ..integrity import MANIFEST as CHECKSUMS
+from ..integrity import DamagedFileError, sha256_of
+from ..layers import TTTBase, TTTLayerState
+from .cache import TTTCache
+
+if TYPE_CHECKING:
+    from .modeling import TTTForCausalLM
+
+AOT_FOLDER = "aot"
+AOT_MANIFEST = "manifest.json"
+FORMAT = "ttt-aot-decode-1"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def platform_tag() -> dict[str, str]:
+    """What a package is bound to: the torch release, the CPU instruction set torch uses, the machine type."""
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "machine": platform.machine(),
+    }
+
+
+def weights_id(folder: Path) -> str:
+    """The sha256 of the folder's weights file (from its checksum manifest when there is one)."""
+    weights = folder / "model.safetensors"
+    manifest = folder / CHECKSUMS
+    if manifest.is_file():
+        entry = json.loads(manifest.read_text()).get("files", {}).get("model.safetensors")
+        if entry is not None:
+            return str(entry["sha256"])
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder} holds no model.safetensors: not a model folder")
+    return sha256_of(weights)
+
+
+class _DecodeGraph(nn.Module):
+    """What is traced: (input_ids [B, 1], *state) -> (logits [B, V], *new state), the state as flat tensors in the
+    order of `names` (per layer, `TTTLayerState.named_tensors`)."""
+
+    def __init__(self, model: TTTForCausalLM, templates: Sequence[TTTLayerState]) -> None:
+        super().__init__()
+        self.model = model
+        self.templates = list(templates)
+        self.names = [list(t.named_tensors()) for t in templates]
+
+    def forward(self, input_ids: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        backbone = self.model.model
+        h = backbone.embed_tokens(input_ids)
+        flat = iter(state)
+        new: list[Tensor] = []
+        for block, template, names in zip(backbone.layers, self.templates, self.names):
+            layer_state = TTTLayerState(ttt=template.ttt, conv=dict(template.conv))
+            layer_state.load_named({name: next(flat) for name in names})
+            h = block(h, None, layer_state)
+            after = layer_state.named_tensors()
+            new += [after[name] for name in names]
+        logits = self.model.lm_head(backbone.norm(h))[:, -1]
+        return (logits, *new)
+
+
+@contextmanager
+def _primal_layers(model: nn.Module) -> Iterator[None]:
+    """Trace the TTT layers' primal step (the decode form, equal to the others: tested) whatever form they run."""
+    layers = [m for m in model.modules() if isinstance(m, TTTBase)]
+    saved = [layer.implementation for layer in layers]
+    try:
+        for layer in layers:
+            layer.implementation = "primal"
+        yield
+    finally:
+        for layer, implementation in zip(layers, saved):
+            layer.implementation = implementation
+
+
+def _decode_templates(model: TTTForCausalLM, batch_size: int) -> list[TTTLayerState]:
+    """Layer states with every tensor a decode step carries (one token read: the gradient sums and any optimizer
+    buffers exist), for `batch_size` rows."""
+    cache = TTTCache.from_model(model, batch_size)
+    with torch.no_grad():
+        model(torch.zeros(batch_size, 1, dtype=torch.long, device=model.device), cache=cache, use_cache=True)
+    return [layer.clone() for layer in cache.layers]
+
+
+def export_decode(
+    model: TTTForCausalLM,
+    folder: str | os.PathLike,
+    batch_sizes: Sequence[int] = (1,),
+    dtypes: Sequence[str] = ("float32",),
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Build the decode packages for `model` (the weights in `folder`) and store them in `folder/aot/` (replacing
+    what is there, atomically). Returns the manifest's path.
+
+    Raises ValueError for a model without a fixed-size state, a batch size < 1 or an unknown dtype name (one of
+    float32, bfloat16, float64); FileNotFoundError when `folder` holds no model.safetensors."""
+    folder = Path(folder)
+    if not all(layer.seq_modeling_block.supports_cache for layer in model.model.layers):
+        raise ValueError("this model has no fixed-size state (generic / Nadaraya-Watson layers): nothing to export")
+    for b in batch_sizes:
+        if not isinstance(b, int) or b < 1:
+            raise ValueError(f"batch sizes must be integers >= 1, got {b!r}")
+    for name in dtypes:
+        if name not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {name!r}")
+    weights = weights_id(folder)
+    entries = []
+    with atomic_dir(folder / AOT_FOLDER, overwrite=True) as out:
+        for name in dtypes:
+            # a copy in another dtype: the caller's model stays as it is
+            typed = model
+            if model.dtype != DTYPES[name]:
+                typed = copy.deepcopy(model)
+                nn.Module.to(typed, DTYPES[name])
+            typed.eval()
+            for b in batch_sizes:
+                file = f"decode_b{b}_{name}.pt2"
+                log(f"exporting the decode step for batch size {b}, {name} -> {folder / AOT_FOLDER / file}")
+                templates = _decode_templates(typed, b)
+                graph = _DecodeGraph(typed, templates)
+                example = [t.contiguous() for template in templates for t in template.named_tensors().values()]
+                token = torch.zeros(b, 1, dtype=torch.long, device=typed.device)
+                with torch.no_grad(), _primal_layers(typed):
+                    program = torch.export.export(graph, (token, *example))
+                    torch._inductor.aoti_compile_and_package(program, package_path=str(out / file))
+                entries.append(
+                    {
+                        "file": file,
+                        "batch_size": b,
+                        "dtype": name,
+                        "state": graph.names,
+                        "sha256": sha256_of(out / file),
+                    }
+                )
+        manifest = {"format": FORMAT, **platform_tag(), "weights": weights, "packages": entries}
+        (out / AOT_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return folder / AOT_FOLDER / AOT_MANIFEST
+
+
+@dataclass
+class DecodeArtifact:
+    """A loaded decode package for one batch size and dtype. `step(input_ids, cache)` -> logits [B, 1, V], the cache
+    updated in place, or None when the cache does not have the layout the package was built for."""
+
+    batch_size: int
+    dtype: torch.dtype
+    names: list[list[str]]
+    runner: Callable[..., Sequence[Tensor]]
+
+    def fits(self, cache: TTTCache) -> bool:
+        if cache.batch_size != self.batch_size or len(cache.layers) != len(self.names):
+            return False
+        for layer, names in zip(cache.layers, self.names):
+            tensors = layer.named_tensors()
+            if list(tensors) != names or tensors[names[0]].dtype != self.dtype:
+                return False
+        return True
+
+    def step(self, input_ids: Tensor, cache: TTTCache) -> Tensor | None:
+        if not self.fits(cache):
+            return None
+        # the package reads its inputs with the strides it was traced with (contiguous); the initial weights are
+        # expanded over the batch (stride 0) until a row's first mini-batch closes
+        flat = [t.contiguous() for layer in cache.layers for t in layer.named_tensors().values()]
+        logits, *new = self.runner(input_ids, *flat)
+        out = iter(new)
+        for layer, names in zip(cache.layers, self.names):
+            layer.load_named({name: next(out) for name in names})
+            layer.num_positions += 1
+        return logits.unsqueeze(1)
+
+
+def _notice(message: str) -> None:
+    print(f"ttt: {message}", file=sys.stderr)
+
+
+def load_decode_artifacts(folder: str | os.PathLike) -> dict[tuple[int, torch.dtype], DecodeArtifact]:
+    """The packages in `folder/aot/` that this process can use, by (batch size, dtype); {} when there are none.
+
+    A manifest built by another torch release, CPU capability or machine, or for other weights than the folder's,
+    gives a one-line notice on stderr and {} (decoding stays eager). Raises DamagedFileError naming a package whose
+    checksum differs from the manifest's, or an unreadable manifest."""
+    folder = Path(folder)
+    path = folder / AOT_FOLDER / AOT_MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"format {manifest.get('format')!r}")
+        packages = list(manifest["packages"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
+        raise DamagedFileError(path, f"not a readable decode-package manifest ({err})") from None
+    here = platform_tag()
+    for key, value in here.items():
+        if manifest.get(key) != value:
+            _notice(
+                f"{folder / AOT_FOLDER} was built for {key} {manifest.get(key)}, this is {value}: decoding eagerly "
+                f"(run `ttt export {folder}` again)"
+            )
+            return {}
+    if manifest.get("weights") != weights_id(folder):
+        _notice(f"{folder / AOT_FOLDER} was built for other weights: decoding eagerly (run `ttt export {folder}`)")
+        return {}
+    loaded = {}
+    for entry in packages:
+        file = folder / AOT_FOLDER / entry["file"]
+        if not file.is_file() or sha256_of(file) != entry["sha256"]:
+            raise DamagedFileError(file, "missing or its sha256 differs from the one in the manifest")
+        runner = torch._inductor.aoti_load_package(str(file))
+        batch, dtype = int(entry["batch_size"]), DTYPES[entry["dtype"]]
+        loaded[(batch, dtype)] = DecodeArtifact(batch, dtype, entry["state"], runner)
+    return loaded
+
+
+def weights_signature(model: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Where each parameter lives and how often it was written in place: changes when the weights do (training,
+    `load_state_dict`, `.to(...)`), so a package holding the weights it was built with is no longer used."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def attach_decode_artifacts(model: TTTForCausalLM, folder: str | os.PathLike) -> int:
+    """Load `folder`'s decode packages (`load_decode_artifacts`) into `model`, which then runs single-token cached
+    calls through them while its weights stay as loaded. Returns the number of packages attached."""
+    artifacts = load_decode_artifacts(folder)
+    model.use_decode_artifacts(artifacts, weights_signature(model))
+    return len(artifacts)

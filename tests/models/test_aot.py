@@ -1,0 +1,155 @@
+"""The AOT decode packages (`ttt export`, models/aot.py) equal eager decoding, are used when present and fit, and are
+ignored with a notice when stale. Exporting compiles C++ (tens of seconds), so one module-scoped export per model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from ttt import TTTCache, TTTForCausalLM, get_preset
+from ttt.integrity import DamagedFileError
+from ttt.models.aot import AOT_FOLDER, AOT_MANIFEST, export_decode
+
+BATCH_SIZES = (1, 2)
+MODELS = {
+    # the paper's TTT-Linear on the Mamba backbone (pre-conv, shared q/k convs)
+    "linear": dict(preset="ttt-linear-tiny"),
+    # TTT-MLP with carried optimizer buffers and retention, on the Transformer backbone
+    "mlp-momentum-forget": dict(preset="ttt-mlp-tiny-T", inner_optimizer="momentum", forget_gate=True),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def exported(request, tmp_path_factory):
+    options = dict(MODELS[request.param])
+    torch.manual_seed(0)
+    model = TTTForCausalLM(get_preset(options.pop("preset"), mini_batch_size=4, **options)).eval()
+    folder = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(folder)
+    export_decode(model, folder, batch_sizes=BATCH_SIZES, log=lambda _: None)
+    return model, folder
+
+
+def counting(model: TTTForCausalLM) -> list[bool]:
+    """Record, per single-token cached call, whether a package ran it."""
+    used: list[bool] = []
+    original = model._artifact_decode
+
+    def spy(*args):
+        logits = original(*args)
+        used.append(logits is not None)
+        return logits
+
+    model._artifact_decode = spy  # type: ignore[method-assign]
+    return used
+
+
+def prompts(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    ids = torch.randint(0, 256, (batch, 11))
+    mask = torch.ones_like(ids)
+    if batch > 1:
+        mask[1, :5] = 0  # left padding: the rows decode from different offsets in their mini-batches
+    return ids, mask
+
+
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+def test_logits_and_state_equal_eager(exported, batch):
+    eager, folder = exported
+    fast = TTTForCausalLM.from_pretrained(folder).eval()
+    assert set(fast._decode_artifacts) == {(b, torch.float32) for b in BATCH_SIZES}
+    used = counting(fast)
+    ids, mask = prompts(batch)
+    ours, theirs = TTTCache.from_model(fast, batch), TTTCache.from_model(eager, batch)
+    with torch.no_grad():
+        fast(ids, attention_mask=mask, cache=ours)
+        eager(ids, attention_mask=mask, cache=theirs)
+        for _ in range(9):  # crosses mini-batch boundaries (b = 4) at different steps per row
+            token = torch.randint(0, 256, (batch, 1))
+            got, expected = fast(token, cache=ours).logits, eager(token, cache=theirs).logits
+            assert got.shape == expected.shape == (batch, 1, 256)
+            assert ((got - expected).abs().max() / expected.abs().max()) < 1e-5
+    assert used == [False] + [True] * 9  # the prefill is eager, every decode step ran the package
+    for a, b in zip(ours.layers, theirs.layers):
+        mine, other = a.named_tensors(), b.named_tensors()
+        assert list(mine) == list(other) and a.num_positions == b.num_positions
+        for name in mine:
+            assert torch.allclose(mine[name], other[name], rtol=1e-4, atol=1e-5), name
+
+
+def test_generate_gives_the_same_tokens(exported):
+    eager, folder = exported
+    fast = TTTForCausalLM.from_pretrained(folder).eval()
+    used = counting(fast)
+    ids, mask = prompts(2)
+    greedy = dict(max_new_tokens=12, do_sample=False, attention_mask=mask)
+    assert torch.equal(fast.generate(ids, **greedy), eager.generate(ids, **greedy))
+    assert sum(used) == 11  # every step after the prefill
+    sampled = []
+    for model in (fast, eager):
+        torch.manual_seed(3)
+        sampled.append(model.generate(ids[:1], max_new_tokens=12, do_sample=True, top_k=20))
+    assert torch.equal(*sampled)
+
+
+def test_other_batch_sizes_and_changed_weights_run_eagerly(exported):
+    _, folder = exported
+    fast = TTTForCausalLM.from_pretrained(folder).eval()
+    used = counting(fast)
+    ids = torch.randint(0, 256, (3, 6))
+    cache = TTTCache.from_model(fast, 3)
+    with torch.no_grad():
+        fast(ids, cache=cache)
+        fast(ids[:, :1], cache=cache)  # batch size 3: no package
+        cache = TTTCache.from_model(fast, 1)
+        fast(ids[:1], cache=cache)
+        fast.lm_head.weight.mul_(2.0)  # the package holds the weights it was built with
+        fast(ids[:1, :1], cache=cache)
+    assert used == [False, False, False, False]
+
+
+def test_stale_packages_give_a_notice_and_eager_decoding(exported, tmp_path, capsys):
+    _, folder = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    manifest = copy / AOT_FOLDER / AOT_MANIFEST
+    data = json.loads(manifest.read_text())
+    data["torch"] = "0.0.1"
+    manifest.write_text(json.dumps(data))
+    model = TTTForCausalLM.from_pretrained(copy)
+    assert model._decode_artifacts == {}
+    assert "built for torch 0.0.1" in capsys.readouterr().err
+
+    # new weights saved into the folder: the packages were built for the old ones
+    shutil.rmtree(copy)
+    shutil.copytree(folder, copy)
+    other = TTTForCausalLM.from_pretrained(copy)
+    with torch.no_grad():
+        other.lm_head.weight.add_(1.0)
+    other.save_pretrained(copy)
+    capsys.readouterr()
+    assert TTTForCausalLM.from_pretrained(copy)._decode_artifacts == {}
+    assert "built for other weights" in capsys.readouterr().err
+
+
+def test_a_damaged_package_is_named(exported, tmp_path):
+    _, folder = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    package = copy / AOT_FOLDER / "decode_b1_float32.pt2"
+    package.write_bytes(package.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DamagedFileError, match="decode_b1_float32.pt2"):
+        TTTForCausalLM.from_pretrained(copy)
+
+
+def test_export_refuses_bad_options(exported):
+    model, folder = exported
+    with pytest.raises(ValueError, match="batch sizes"):
+        export_decode(model, folder, batch_sizes=(0,))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        export_decode(model, folder, dtypes=("float8",))
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        export_decode(model, folder / AOT_FOLDER)
