@@ -1,4 +1,5 @@
-"""`ttt` command line: demo, train, eval, generate, save-pretrained, lm-eval, data, quickstart, bench, convert."""
+"""`ttt` command line: demo, train, eval, generate, save-pretrained, lm-eval, data, quickstart, bench, convert,
+serve."""
 
 from __future__ import annotations
 
@@ -197,6 +198,35 @@ def bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def serve_command(args: argparse.Namespace) -> int:
+    from .serve import ServeOptions, serve
+
+    for name in ("max_batch", "max_queue", "max_tokens", "max_body_bytes", "prefill_chunk"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.grace < 0:
+        raise ValueError(f"--grace must be >= 0 seconds, got {args.grace}")
+    return serve(
+        ServeOptions(
+            model_dir=args.model_dir,
+            host=args.host,
+            port=args.port,
+            max_batch=args.max_batch,
+            max_queue=args.max_queue,
+            session_store=args.session_store,
+            session_cache_mb=args.session_cache_mb,
+            api_keys=args.api_key or [],
+            max_tokens=args.max_tokens,
+            max_prompt_tokens=args.max_prompt_tokens,
+            max_body_bytes=args.max_body_bytes,
+            prefill_chunk=args.prefill_chunk,
+            prefill_budget=args.prefill_budget,
+            grace_s=args.grace,
+            threads=args.threads,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttt", description="Test-Time Training (TTT) sequence models")
     parser.add_argument("--version", action="version", version=f"ttt {__version__}")
@@ -288,6 +318,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="prefill / decode / training speed, memory and MFU vs Transformer++ and Mamba")
     add_bench_arguments(p)
     p.set_defaults(func=bench)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible server with continuous batching and sessions")
+    p.add_argument("model_dir", help="a model folder (save_pretrained + tokenizer, e.g. RUN/final) or a run folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=8, help="state slots, allocated once: rows decoded together")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot before 429")
+    p.add_argument(
+        "--session-store", default="ttt-sessions", help="a folder (default ./ttt-sessions) or redis://HOST:PORT/DB"
+    )
+    p.add_argument("--session-cache-mb", type=int, default=256, help="in-memory LRU in front of a folder store")
+    p.add_argument("--api-key", action="append", help="bearer key required on every endpoint but /health (repeatable)")
+    p.add_argument("--max-tokens", type=int, default=2048, help="the largest max_tokens a request may ask for")
+    p.add_argument("--max-prompt-tokens", type=int, default=65536)
+    p.add_argument("--max-body-bytes", type=int, default=4 << 20, help="request body size limit (413 beyond)")
+    p.add_argument("--prefill-chunk", type=int, default=512, help="prompt tokens per row per scheduler iteration")
+    p.add_argument("--prefill-budget", type=int, default=2048, help="prompt tokens over all rows per iteration")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds running requests get after SIGTERM")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.set_defaults(func=serve_command)
 
     from .convert.cli import add_parser as add_convert_parser
 

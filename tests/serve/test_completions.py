@@ -1,0 +1,117 @@
+"""Completions through a real server over loopback: greedy output equals `model.generate` for concurrent requests
+that join and leave the batch at different steps, seeded sampling does not depend on batch-mates, streaming gives
+the non-streaming text, and the `openai` client works unchanged."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from .helpers import BOS, complete, metric, reference
+
+# prompt lengths across the prefill chunk (16) and budget (24) of the shared server; different max_tokens, so rows
+# leave at different steps
+CASES = [(1, 9), (5, 30), (17, 4), (40, 17), (70, 11), (33, 25)]
+
+
+def prompt_of(length: int, salt: int) -> list[int]:
+    return [BOS] + [(37 * i + 11 * salt) % 256 for i in range(length - 1)]
+
+
+def test_greedy_concurrent_requests_equal_generate(server, model):
+    def one(case: tuple[int, int, int]) -> list[int]:
+        i, length, max_tokens = case
+        time.sleep(0.03 * i)  # staggered arrivals: rows join a running batch
+        body = {"prompt": prompt_of(length, i), "max_tokens": max_tokens, "temperature": 0, "return_token_ids": True}
+        return complete(server.url, **body)["choices"][0]["token_ids"]
+
+    cases = [(i, length, max_tokens) for i, (length, max_tokens) in enumerate(CASES)]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        got = list(pool.map(one, cases))
+    for (i, length, max_tokens), ids in zip(cases, got):
+        assert ids == reference(model, prompt_of(length, i), max_tokens), f"prompt length {length}"
+
+
+def test_text_prompt_gets_bos_and_usage(server, model, tokenizer):
+    out = complete(server.url, prompt="ROMEO: what light", max_tokens=12, temperature=0, return_token_ids=True)
+    ids = [BOS, *tokenizer.encode("ROMEO: what light")]
+    expected = reference(model, ids, 12)
+    choice = out["choices"][0]
+    assert choice["token_ids"] == expected
+    assert choice["text"] == tokenizer.decode(expected)
+    assert choice["finish_reason"] == ("stop" if expected[-1] == 257 else "length")
+    assert out["usage"] == {
+        "prompt_tokens": len(ids),
+        "completion_tokens": len(expected),
+        "total_tokens": len(ids) + 12,
+    }
+
+
+def test_seeded_sampling_does_not_depend_on_batch_mates(server):
+    body = {"prompt": prompt_of(23, 5), "max_tokens": 20, "temperature": 0.9, "top_p": 0.9, "top_k": 40, "seed": 7}
+    body["return_token_ids"] = True
+    alone = complete(server.url, **body)["choices"][0]["token_ids"]
+    others = [{**body, "prompt": prompt_of(9 + 13 * k, k), "seed": k} for k in range(3)]
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(complete, server.url, **b) for b in others]
+        time.sleep(0.05)
+        together = complete(server.url, **body)["choices"][0]["token_ids"]
+        [f.result() for f in futures]
+    assert together == alone
+    # n = 2: choice i samples with seed + i
+    both = complete(server.url, **{**body, "n": 2})["choices"]
+    assert both[0]["token_ids"] == alone
+    assert both[1]["token_ids"] == complete(server.url, **{**body, "seed": 8})["choices"][0]["token_ids"]
+    assert both[1]["token_ids"] != alone
+
+
+@pytest.mark.parametrize("stop", [None, ["e"]], ids=["no-stop", "stop"])
+def test_streaming_equals_non_streaming_with_openai_client(server, stop):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    model_id = client.models.list().data[0].id
+    kwargs = dict(model=model_id, prompt="To be, or not", max_tokens=40, temperature=0, stop=stop)
+    whole = client.completions.create(**kwargs)
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == whole.choices[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    if stop:
+        assert "e" not in text
+
+
+def test_logprobs(server, model):
+    import torch
+
+    ids = prompt_of(12, 3)
+    out = complete(server.url, prompt=ids, max_tokens=3, temperature=0, logprobs=2, return_token_ids=True)
+    lp = out["choices"][0]["logprobs"]
+    with torch.no_grad():
+        first = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1], -1)
+    token = out["choices"][0]["token_ids"][0]
+    assert lp["token_logprobs"][0] == pytest.approx(float(first[token]), abs=1e-9)
+    assert len(lp["top_logprobs"][0]) <= 2 and len(lp["tokens"]) == 3
+
+
+def test_models_health_and_metrics(server):
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+    models = httpx.get(server.url + "/v1/models").json()["data"]
+    assert [m["id"] for m in models] == ["tiny-served"]
+    before = metric(server.url, "ttt_generated_tokens_total")
+    complete(server.url, prompt="abc", max_tokens=5, temperature=0)
+    assert metric(server.url, "ttt_generated_tokens_total") >= before + 1
+    assert metric(server.url, "ttt_state_pool_bytes") > 0
+    text = httpx.get(server.url + "/metrics").text
+    for name in (
+        "ttt_time_to_first_token_seconds_bucket",
+        "ttt_inter_token_latency_seconds_count",
+        "ttt_requests_total",
+        "ttt_queued_requests",
+        "ttt_sessions_stored",
+        "ttt_active_requests",
+    ):
+        assert name in text
