@@ -1,11 +1,12 @@
-"""`ttt` command line: demo, train, eval, generate, save-pretrained, lm-eval, data, quickstart, bench, convert,
-serve."""
+"""`ttt` command line: demo, train, eval, generate, save-pretrained, export, lm-eval, data, quickstart, bench,
+convert, serve."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -98,9 +99,12 @@ def evaluate(args: argparse.Namespace) -> int:
 def generate(args: argparse.Namespace) -> int:
     from .eval import load_run_model
     from .generate import generate_text
+    from .models import TTTForCausalLM, attach_decode_artifacts
 
     model, _, data, ckpt = load_run_model(args.path)
     print(f"[{ckpt}]", file=sys.stderr)
+    if isinstance(model, TTTForCausalLM):
+        attach_decode_artifacts(model, ckpt)  # `ttt export` packages, when there are any
     if args.load_state is None:
         print(args.prompt, end="")
     generate_text(
@@ -189,6 +193,25 @@ def quickstart(args: argparse.Namespace) -> int:
     from .quickstart import quickstart as run
 
     run(args.out, steps=args.steps, seq_len=args.seq_len, batch_size=args.batch_size)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """AOT decode packages for a model folder (save_pretrained) or a run's newest / a given checkpoint."""
+    from .models import TTTForCausalLM, export_decode
+
+    path = Path(args.path)
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        model, folder = TTTForCausalLM.from_pretrained(path), path
+    else:
+        from .eval import load_run_model
+
+        model, _, _, folder = load_run_model(path)
+    if not isinstance(model, TTTForCausalLM):
+        raise ValueError(f"{path} holds a {type(model).__name__}: ttt export builds the decode step of TTT models")
+    start = time.time()
+    manifest = export_decode(model.eval(), folder, args.batch_sizes, args.dtypes, log=lambda line: print(line))
+    print(f"wrote {manifest.parent} in {time.time() - start:.0f} s: from_pretrained, ttt generate and ttt serve use it")
     return 0
 
 
@@ -283,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the folder to write (training writes RUN/final itself at its last step)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=save_pretrained)
+
+    p = sub.add_parser(
+        "export", help="AOT-compiled decode packages beside the weights (no Python per op, no compile at start-up)"
+    )
+    p.add_argument("path", help="a model folder (save_pretrained, e.g. RUN/final), a run folder or a checkpoint folder")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="one package per batch size (default 1)")
+    p.add_argument("--dtypes", nargs="+", default=["float32"], help="float32, bfloat16 or float64 (default float32)")
+    p.set_defaults(func=export)
 
     sub.add_parser(
         "lm-eval",

@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .aot import AOT_FOLDER, attach_decode_artifacts, export_decode
 from .cache import TTTCache
 from .configuration import BASE_LR, JAX_BLOCK_ALIASES, SIZES, TTTConfig, get_preset, preset_names
 from .decode import compiled_step, decode_step
@@ -13,6 +14,7 @@ AutoModel.register(TTTConfig, TTTModel, exist_ok=True)
 AutoModelForCausalLM.register(TTTConfig, TTTForCausalLM, exist_ok=True)
 
 __all__ = [
+    "AOT_FOLDER",
     "BASE_LR",
     "JAX_BLOCK_ALIASES",
     "SIZES",
@@ -21,6 +23,8 @@ __all__ = [
     "TTTForCausalLM",
     "TTTModel",
     "TTTPreTrainedModel",
+    "attach_decode_artifacts",
+    "export_decode",
     "compiled_step",
     "decode_step",
     "get_preset",

@@ -1,0 +1,223 @@
+"""Decode speed of the eager, compiled and AOT (`ttt export`) paths against the weight-streaming limit, and the cold
+start of each: the figures of issue 15.
+
+    python -m ttt.bench.fast_decode [--sizes small 125m] [--layers linear mlp] [--batches 1 16] [--steps 40]
+                                    [--rounds 3] [--threads 1] [--dir /tmp/ttt_fast_decode] [--out results/fast_decode]
+
+For each size and layer type: a model with random weights is saved (`save_pretrained`) and exported for the batch
+sizes asked for (`export_decode`, timed). Then, per batch size, ms/token of single-token steps through a cache after a
+100-token prompt, for
+    eager      the default path without packages (`ttt_implementation="auto"`)
+    compiled   `ttt_implementation="compiled"` (torch.compile; its compile time reported apart)
+    aot        the same folder loaded with `from_pretrained`, its AOT decode packages attached
+measured in alternating rounds (median of the per-round medians). The limit is the bytes of weights a step reads
+(every parameter once, the tied embedding counted once) over the memory read bandwidth measured in the same run at
+the same thread count (sum over a 1 GiB float32 buffer). Cold start: a fresh `python` process that imports ttt, loads
+the folder and generates the first token of a 100-token prompt, with and without the packages (process start to
+ready, and to the first token), and with the compiled path. Writes results.md and results.json under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import AOT_FOLDER, TTTCache, TTTForCausalLM, export_decode, get_preset
+from .spec import SIZES
+
+PROMPT = 100
+COLD_CHILD = r"""
+import sys, time, json
+start = float(sys.argv[2])
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+import ttt
+from ttt import TTTCache, TTTForCausalLM
+imported = time.time()
+model = TTTForCausalLM.from_pretrained(sys.argv[1], ttt_implementation=sys.argv[4]).eval()
+loaded = time.time()
+ids = torch.randint(0, model.config.vocab_size, (1, int(sys.argv[5])))
+with torch.no_grad():
+    model.generate(ids, max_new_tokens=1, do_sample=False)
+    first = time.time()
+    cache = TTTCache.from_model(model, 1)
+    model(ids, cache=cache)
+    token = ids[:, -1:]
+    model(token, cache=cache)
+    second = time.time()
+    for _ in range(16):
+        model(token, cache=cache)
+    later = (time.time() - second) / 16
+print(json.dumps(dict(import_s=imported - start, load_s=loaded - imported, ready_s=loaded - start,
+                      first_token_s=first - start, packages=len(getattr(model, "_decode_artifacts", {})),
+                      later_ms_token=1e3 * later)))
+"""
+
+
+def read_bandwidth_gb_s(repeats: int = 5) -> float:
+    """Bytes per second a sum over a 1 GiB float32 buffer reads (best of `repeats`), in GB/s."""
+    buf = torch.ones(2**28)
+    buf.sum()
+    best = min(_seconds(lambda: buf.sum()) for _ in range(repeats))
+    return buf.numel() * 4 / best / 1e9
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter once (a tied embedding / LM head counts once: `parameters()` deduplicates)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def step_ms(model: TTTForCausalLM, batch: int, steps: int) -> float:
+    """Median ms of a single-token cached call after a PROMPT-token prefill (2 warm-up steps)."""
+    cache = TTTCache.from_model(model, batch)
+    ids = torch.randint(0, model.config.vocab_size, (batch, PROMPT))
+    token = ids[:, -1:]
+    times = []
+    with torch.no_grad():
+        model(ids, cache=cache)
+        for i in range(steps + 2):
+            t = _seconds(lambda: model(token, cache=cache))
+            if i >= 2:
+                times.append(t)
+    return 1e3 * statistics.median(times)
+
+
+def cold_start(folder: Path, threads: int, implementation: str = "auto") -> dict[str, Any]:
+    """A fresh process: import, load `folder`, the first token of a PROMPT-token prompt, then ms/token of 16 steps
+    (after one, which for the compiled path includes compiling the decode graph)."""
+    start = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", COLD_CHILD, str(folder), repr(start), str(threads), implementation, str(PROMPT)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def without_packages(folder: Path) -> Path:
+    """A sibling folder with the same files (hard links) but no AOT packages: the eager cold start."""
+    bare = folder.with_name(folder.name + "-eager")
+    shutil.rmtree(bare, ignore_errors=True)
+    bare.mkdir()
+    for item in folder.iterdir():
+        if item.name != AOT_FOLDER and item.is_file():
+            os.link(item, bare / item.name)
+    return bare
+
+
+def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
+    preset, overrides = SIZES[size]
+    torch.manual_seed(0)
+    config = get_preset(f"ttt-{layer}-{preset}", **overrides)
+    folder = Path(args.dir) / f"{layer}-{size}"
+    shutil.rmtree(folder, ignore_errors=True)
+    eager = TTTForCausalLM(config).eval()
+    eager.save_pretrained(folder)
+    export_s = _seconds(lambda: export_decode(eager, folder, batch_sizes=args.batches, log=lambda _: None))
+    fast = TTTForCausalLM.from_pretrained(folder).eval()
+    compiled = TTTForCausalLM.from_pretrained(folder, ttt_implementation="compiled").eval()
+    compiled.use_decode_artifacts({}, ())
+    row: dict[str, Any] = dict(size=size, layer=layer, export_s=export_s, weight_bytes=weight_bytes(eager))
+    for batch in args.batches:
+        compile_s = _seconds(functools.partial(step_ms, compiled, batch, 1))
+        rounds: dict[str, list[float]] = {"eager": [], "compiled": [], "aot": []}
+        for _ in range(args.rounds):
+            for name, model in (("eager", eager), ("compiled", compiled), ("aot", fast)):
+                rounds[name].append(step_ms(model, batch, args.steps))
+        bandwidth = read_bandwidth_gb_s()
+        limit_ms = row["weight_bytes"] / (bandwidth * 1e9) * 1e3
+        row[f"b{batch}"] = dict(
+            {name: statistics.median(values) for name, values in rounds.items()},
+            compile_s=compile_s,
+            bandwidth_gb_s=bandwidth,
+            limit_ms=limit_ms,
+        )
+    row["cold_aot"] = cold_start(folder, args.threads)
+    bare = without_packages(folder)
+    row["cold_eager"] = cold_start(bare, args.threads)
+    row["cold_compiled"] = cold_start(bare, args.threads, "compiled")
+    return row
+
+
+def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
+    lines = [
+        "| model | batch | eager ms/tok | compiled | aot | aot vs eager | weight-streaming limit | aot / limit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for b in batches:
+            m = r[f"b{b}"]
+            lines.append(
+                f"| ttt-{r['layer']}-{r['size']} | {b} | {m['eager']:.2f} | {m['compiled']:.2f} | {m['aot']:.2f} | "
+                f"{m['eager'] / m['aot']:.1f}x | {m['limit_ms']:.2f} ms ({m['bandwidth_gb_s']:.0f} GB/s) | "
+                f"{m['aot'] / m['limit_ms']:.2f}x |"
+            )
+    lines += [
+        "",
+        "| model | export (s) | path | import (s) | load (s) | ready (s) | first token (s) | then ms/token |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for path in ("eager", "compiled", "aot"):
+            c = r[f"cold_{path}"]
+            lines.append(
+                f"| ttt-{r['layer']}-{r['size']} | {r['export_s']:.0f} | {path} ({c['packages']} packages) | "
+                f"{c['import_s']:.2f} | {c['load_s']:.2f} | {c['ready_s']:.2f} | {c['first_token_s']:.2f} | "
+                f"{c['later_ms_token']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ttt.bench.fast_decode", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", nargs="+", default=["small"], choices=list(SIZES))
+    p.add_argument("--layers", nargs="+", default=["linear"], choices=["linear", "mlp"])
+    p.add_argument("--batches", nargs="+", type=int, default=[1])
+    p.add_argument("--steps", type=int, default=40, help="measured single-token steps per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dir", default="/tmp/ttt_fast_decode", help="where the model folders are written")
+    p.add_argument("--out", default="results/fast_decode")
+    args = p.parse_args(argv)
+    if any(b < 1 for b in args.batches) or args.steps < 1 or args.rounds < 1 or args.threads < 1:
+        p.error("--batches, --steps, --rounds and --threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    rows = [measure(size, layer, args) for size in args.sizes for layer in args.layers]
+    text = table(rows, args.batches)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = dict(
+        cpu=platform.processor() or platform.machine(),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        torch=torch.__version__,
+        threads=args.threads,
+    )
+    command = "python -m ttt.bench.fast_decode " + " ".join(sys.argv[1:] if argv is None else argv)
+    (out / "results.md").write_text(f"`{command}`\n\n{machine}\n\n{text}\n")
+    (out / "results.json").write_text(json.dumps(dict(machine=machine, command=command, rows=rows), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
