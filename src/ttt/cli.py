@@ -99,11 +99,12 @@ def evaluate(args: argparse.Namespace) -> int:
 def generate(args: argparse.Namespace) -> int:
     from .eval import load_run_model
     from .generate import generate_text
-    from .models import TTTForCausalLM, attach_decode_artifacts
+    from .models import TTTForCausalLM, attach_decode_artifacts, quantize_weights
 
     model, _, data, ckpt = load_run_model(args.path)
     print(f"[{ckpt}]", file=sys.stderr)
     if isinstance(model, TTTForCausalLM):
+        quantize_weights(model, args.weights)
         attach_decode_artifacts(model, ckpt)  # `ttt export` packages, when there are any
     if args.load_state is None:
         print(args.prompt, end="")
@@ -210,7 +211,7 @@ def export(args: argparse.Namespace) -> int:
     if not isinstance(model, TTTForCausalLM):
         raise ValueError(f"{path} holds a {type(model).__name__}: ttt export builds the decode step of TTT models")
     start = time.time()
-    manifest = export_decode(model.eval(), folder, args.batch_sizes, args.dtypes, log=lambda line: print(line))
+    manifest = export_decode(model.eval(), folder, args.batch_sizes, args.dtypes, print, args.weights)
     print(f"wrote {manifest.parent} in {time.time() - start:.0f} s: from_pretrained, ttt generate and ttt serve use it")
     return 0
 
@@ -297,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-state", help="write the session after the prompt (state, tokens, RNG) to this file")
     p.add_argument("--load-state", help="continue a saved session (the prompt is taken from it)")
+    p.add_argument(
+        "--weights",
+        default="float32",
+        choices=["float32", "bfloat16", "int8"],
+        help="linear layers in this format for faster decode (the inner TTT state stays float32)",
+    )
     p.set_defaults(func=generate)
 
     p = sub.add_parser(
@@ -313,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a model folder (save_pretrained, e.g. RUN/final), a run folder or a checkpoint folder")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="one package per batch size (default 1)")
     p.add_argument("--dtypes", nargs="+", default=["float32"], help="float32, bfloat16 or float64 (default float32)")
+    p.add_argument(
+        "--weights",
+        nargs="+",
+        default=["float32"],
+        help="linear-layer weight formats, one package each: float32, bfloat16, int8 (the rest stays float32)",
+    )
     p.set_defaults(func=export)
 
     sub.add_parser(

@@ -12,6 +12,7 @@ import torch
 from ttt import TTTCache, TTTForCausalLM, get_preset
 from ttt.integrity import DamagedFileError
 from ttt.models.aot import AOT_FOLDER, AOT_MANIFEST, export_decode
+from ttt.models.weights import quantize_weights, weights_format
 
 BATCH_SIZES = (1, 2)
 MODELS = {
@@ -60,7 +61,7 @@ def prompts(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_logits_and_state_equal_eager(exported, batch):
     eager, folder = exported
     fast = TTTForCausalLM.from_pretrained(folder).eval()
-    assert set(fast._decode_artifacts) == {(b, torch.float32) for b in BATCH_SIZES}
+    assert set(fast._decode_artifacts) == {(b, torch.float32, "float32") for b in BATCH_SIZES}
     used = counting(fast)
     ids, mask = prompts(batch)
     ours, theirs = TTTCache.from_model(fast, batch), TTTCache.from_model(eager, batch)
@@ -153,3 +154,39 @@ def test_export_refuses_bad_options(exported):
         export_decode(model, folder, dtypes=("float8",))
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         export_decode(model, folder / AOT_FOLDER)
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_quantized_weights_error_and_their_packages(tmp_path, weights):
+    """The linear layers in bfloat16 / int8, the rest (inner state included) float32: logits within a bound of the
+    float32 model's, and a package built for the format equals the quantized model run eagerly."""
+    torch.manual_seed(0)
+    reference = TTTForCausalLM(get_preset("ttt-linear-tiny", mini_batch_size=4)).eval()
+    reference.save_pretrained(tmp_path)
+    export_decode(reference, tmp_path, batch_sizes=(1,), weights=(weights,), log=lambda _: None)
+    eager = quantize_weights(TTTForCausalLM.from_pretrained(tmp_path).eval(), weights)
+    fast = quantize_weights(TTTForCausalLM.from_pretrained(tmp_path).eval(), weights)
+    assert weights_format(fast) == weights and (1, torch.float32, weights) in fast._decode_artifacts
+    assert fast.model.embed_tokens.weight.dtype == torch.float32  # untied: the lookup stays float32
+    used = counting(fast)
+    ids = torch.randint(0, 256, (1, 11))
+    caches = [TTTCache.from_model(m, 1) for m in (reference, eager, fast)]
+    assert all(layer.ttt.params[0].dtype == torch.float32 for cache in caches for layer in cache.layers)
+    with torch.no_grad():
+        for model, cache in zip((reference, eager, fast), caches):
+            model(ids, cache=cache)
+        for _ in range(6):
+            token = torch.randint(0, 256, (1, 1))
+            ref, got, packaged = (m(token, cache=c).logits for m, c in zip((reference, eager, fast), caches))
+            scale = ref.abs().max()
+            assert (got - ref).abs().max() / scale < 3e-2  # the quantization error (measured ~0.4% / 0.7%)
+            assert (packaged - got).abs().max() / scale < 1e-5  # the package is the quantized model, compiled
+    assert used == [False] + [True] * 6
+
+
+def test_quantize_weights_refuses_bad_formats():
+    model = TTTForCausalLM(get_preset("ttt-linear-tiny"))
+    with pytest.raises(ValueError, match="weights must be one of"):
+        quantize_weights(model, "int4")
+    with pytest.raises(ValueError, match="starts from a float32 model"):
+        quantize_weights(model.double(), "int8")

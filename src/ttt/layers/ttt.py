@@ -172,9 +172,15 @@ class TTTBase(nn.Module):
         `inner_bias`."""
         return tuple(getattr(self, name) for name in self.inner_param_names)
 
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """The dtype the inner loop runs in and its state is kept in: W0's (float32 also when the projections hold
+        bfloat16 or int8 weights, `models/weights.py`)."""
+        return layer_weight(self.inner_params(), 0).dtype
+
     def token_factors(self) -> Tensor:
         """tf_i = max(0, 1/(i+1) + learnable_token_idx[i]), [b] (or 1/(i+1), or 1, per `token_factor`)."""
-        ref = self.q_proj.weight
+        ref = layer_weight(self.inner_params(), 0)
         if self.token_factor_mode == "one":
             return torch.ones(self.mini_batch_size, dtype=ref.dtype, device=ref.device)
         # built in float64 on the CPU (MPS has no float64), then cast
@@ -252,8 +258,9 @@ class TTTBase(nn.Module):
             raise ValueError(
                 f"the cache holds {first.dtype} tensors, the layer runs in {dtype}: allocate it in {dtype}"
             )
-        if first.device != self.q_proj.weight.device:
-            raise ValueError(f"the cache is on {first.device}, the layer on {self.q_proj.weight.device}")
+        device = layer_weight(self.inner_params(), 0).device
+        if first.device != device:
+            raise ValueError(f"the cache is on {first.device}, the layer on {device}")
         expected = [None if p is None else tuple(p.shape) for p in self.inner_params()]
         got = [None if p is None else tuple(p.shape[1:]) for p in state.ttt.params]
         conv_missing = self.share_qk and not {"conv_q", "conv_k"} <= set(state.conv)
@@ -296,7 +303,7 @@ class TTTBase(nn.Module):
         if isinstance(packing, str):  # a direct call, not from a model: the layer checks what it is given
             state = self._layer_state(pick_cache(cache, past_key_values))
             if state is not None:
-                self._check_state(state, batch, self.q_proj.weight.dtype)
+                self._check_state(state, batch, self.state_dtype)
             packing = Packing.from_mask(attention_mask, batch, seq_len, hidden_states.device)
         assert not isinstance(packing, str)
         if seq_len == 0:

@@ -8,6 +8,7 @@ from .configuration import BASE_LR, JAX_BLOCK_ALIASES, SIZES, TTTConfig, get_pre
 from .decode import compiled_step, decode_step
 from .modeling import TTTForCausalLM, TTTModel, TTTPreTrainedModel
 from .state_size import kv_cache_bytes, state_bytes
+from .weights import WEIGHT_FORMATS, quantize_weights, weights_format
 
 AutoConfig.register("ttt", TTTConfig, exist_ok=True)
 AutoModel.register(TTTConfig, TTTModel, exist_ok=True)
@@ -23,6 +24,9 @@ __all__ = [
     "TTTForCausalLM",
     "TTTModel",
     "TTTPreTrainedModel",
+    "WEIGHT_FORMATS",
+    "quantize_weights",
+    "weights_format",
     "attach_decode_artifacts",
     "export_decode",
     "compiled_step",

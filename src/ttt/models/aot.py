@@ -33,13 +33,14 @@ from ..integrity import MANIFEST as CHECKSUMS
 from ..integrity import DamagedFileError, sha256_of
 from ..layers import TTTBase, TTTLayerState
 from .cache import TTTCache
+from .weights import WEIGHT_FORMATS, quantize_weights, weights_signature
 
 if TYPE_CHECKING:
     from .modeling import TTTForCausalLM
 
 AOT_FOLDER = "aot"
 AOT_MANIFEST = "manifest.json"
-FORMAT = "ttt-aot-decode-1"
+FORMAT = "ttt-aot-decode-2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -113,18 +114,32 @@ def _decode_templates(model: TTTForCausalLM, batch_size: int) -> list[TTTLayerSt
     return [layer.clone() for layer in cache.layers]
 
 
+def _variant(model: TTTForCausalLM, dtype: str, weights: str) -> TTTForCausalLM:
+    """`model` in `dtype` with its linear layers in `weights` (a copy unless nothing changes)."""
+    if model.dtype == DTYPES[dtype] and weights == "float32":
+        return model
+    variant = copy.deepcopy(model)
+    nn.Module.to(variant, DTYPES[dtype])
+    quantize_weights(variant, weights)
+    return variant
+
+
 def export_decode(
     model: TTTForCausalLM,
     folder: str | os.PathLike,
     batch_sizes: Sequence[int] = (1,),
     dtypes: Sequence[str] = ("float32",),
     log: Callable[[str], None] = print,
+    weights: Sequence[str] = ("float32",),
 ) -> Path:
-    """Build the decode packages for `model` (the weights in `folder`) and store them in `folder/aot/` (replacing
-    what is there, atomically). Returns the manifest's path.
+    """Build the decode packages for `model` (the weights in `folder`, float32) and store them in `folder/aot/`
+    (replacing what is there, atomically): one per batch size, dtype (the whole model's, state included) and weight
+    format (`quantize_weights`: the linear layers in float32, bfloat16 or int8, the rest float32). Returns the
+    manifest's path.
 
-    Raises ValueError for a model without a fixed-size state, a batch size < 1 or an unknown dtype name (one of
-    float32, bfloat16, float64); FileNotFoundError when `folder` holds no model.safetensors."""
+    Raises ValueError for a model without a fixed-size state, a batch size < 1, an unknown dtype or weight format
+    name, or a weight format other than float32 with a dtype other than float32; FileNotFoundError when `folder`
+    holds no model.safetensors."""
     folder = Path(folder)
     if not all(layer.seq_modeling_block.supports_cache for layer in model.model.layers):
         raise ValueError("this model has no fixed-size state (generic / Nadaraya-Watson layers): nothing to export")
@@ -134,47 +149,44 @@ def export_decode(
     for name in dtypes:
         if name not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {name!r}")
-    weights = weights_id(folder)
+    for name in weights:
+        if name not in WEIGHT_FORMATS:
+            raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {name!r}")
+    if any(w != "float32" for w in weights) and any(d != "float32" for d in dtypes):
+        raise ValueError(
+            "bfloat16 / int8 weights keep the rest of the model in float32: export them with dtype float32"
+        )
+    weights_sha = weights_id(folder)
     entries = []
     with atomic_dir(folder / AOT_FOLDER, overwrite=True) as out:
-        for name in dtypes:
-            # a copy in another dtype: the caller's model stays as it is
-            typed = model
-            if model.dtype != DTYPES[name]:
-                typed = copy.deepcopy(model)
-                nn.Module.to(typed, DTYPES[name])
-            typed.eval()
-            for b in batch_sizes:
-                file = f"decode_b{b}_{name}.pt2"
-                log(f"exporting the decode step for batch size {b}, {name} -> {folder / AOT_FOLDER / file}")
-                templates = _decode_templates(typed, b)
-                graph = _DecodeGraph(typed, templates)
-                example = [t.contiguous() for template in templates for t in template.named_tensors().values()]
-                token = torch.zeros(b, 1, dtype=torch.long, device=typed.device)
-                with torch.no_grad(), _primal_layers(typed):
-                    program = torch.export.export(graph, (token, *example))
-                    torch._inductor.aoti_compile_and_package(program, package_path=str(out / file))
-                entries.append(
-                    {
-                        "file": file,
-                        "batch_size": b,
-                        "dtype": name,
-                        "state": graph.names,
-                        "sha256": sha256_of(out / file),
-                    }
-                )
-        manifest = {"format": FORMAT, **platform_tag(), "weights": weights, "packages": entries}
+        for dtype in dtypes:
+            for fmt in weights:
+                variant = _variant(model, dtype, fmt).eval()
+                for b in batch_sizes:
+                    file = f"decode_b{b}_{dtype}" + ("" if fmt == "float32" else f"_{fmt}_weights") + ".pt2"
+                    log(f"exporting the decode step for batch size {b}, {dtype}, {fmt} weights -> {file}")
+                    templates = _decode_templates(variant, b)
+                    graph = _DecodeGraph(variant, templates)
+                    example = [t.contiguous() for template in templates for t in template.named_tensors().values()]
+                    token = torch.zeros(b, 1, dtype=torch.long, device=variant.device)
+                    with torch.no_grad(), _primal_layers(variant):
+                        program = torch.export.export(graph, (token, *example))
+                        torch._inductor.aoti_compile_and_package(program, package_path=str(out / file))
+                    entry = {"file": file, "batch_size": b, "dtype": dtype, "weights_format": fmt}
+                    entries.append({**entry, "state": graph.names, "sha256": sha256_of(out / file)})
+        manifest = {"format": FORMAT, **platform_tag(), "weights": weights_sha, "packages": entries}
         (out / AOT_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return folder / AOT_FOLDER / AOT_MANIFEST
 
 
 @dataclass
 class DecodeArtifact:
-    """A loaded decode package for one batch size and dtype. `step(input_ids, cache)` -> logits [B, 1, V], the cache
-    updated in place, or None when the cache does not have the layout the package was built for."""
+    """A loaded decode package for one batch size, dtype and weight format. `step(input_ids, cache)` -> logits
+    [B, 1, V], the cache updated in place, or None when the cache does not have the layout the package was built for."""
 
     batch_size: int
     dtype: torch.dtype
+    weights_format: str
     names: list[list[str]]
     runner: Callable[..., Sequence[Tensor]]
 
@@ -205,8 +217,12 @@ def _notice(message: str) -> None:
     print(f"ttt: {message}", file=sys.stderr)
 
 
-def load_decode_artifacts(folder: str | os.PathLike) -> dict[tuple[int, torch.dtype], DecodeArtifact]:
-    """The packages in `folder/aot/` that this process can use, by (batch size, dtype); {} when there are none.
+ArtifactKey = tuple[int, torch.dtype, str]  # (batch size, dtype, weight format)
+
+
+def load_decode_artifacts(folder: str | os.PathLike) -> dict[ArtifactKey, DecodeArtifact]:
+    """The packages in `folder/aot/` that this process can use, by (batch size, dtype, weight format); {} when there
+    are none.
 
     A manifest built by another torch release, CPU capability or machine, or for other weights than the folder's,
     gives a one-line notice on stderr and {} (decoding stays eager). Raises DamagedFileError naming a package whose
@@ -239,15 +255,9 @@ def load_decode_artifacts(folder: str | os.PathLike) -> dict[tuple[int, torch.dt
         if not file.is_file() or sha256_of(file) != entry["sha256"]:
             raise DamagedFileError(file, "missing or its sha256 differs from the one in the manifest")
         runner = torch._inductor.aoti_load_package(str(file))
-        batch, dtype = int(entry["batch_size"]), DTYPES[entry["dtype"]]
-        loaded[(batch, dtype)] = DecodeArtifact(batch, dtype, entry["state"], runner)
+        batch, dtype, fmt = int(entry["batch_size"]), DTYPES[entry["dtype"]], str(entry["weights_format"])
+        loaded[(batch, dtype, fmt)] = DecodeArtifact(batch, dtype, fmt, entry["state"], runner)
     return loaded
-
-
-def weights_signature(model: nn.Module) -> tuple[tuple[int, int], ...]:
-    """Where each parameter lives and how often it was written in place: changes when the weights do (training,
-    `load_state_dict`, `.to(...)`), so a package holding the weights it was built with is no longer used."""
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
 
 
 def attach_decode_artifacts(model: TTTForCausalLM, folder: str | os.PathLike) -> int:

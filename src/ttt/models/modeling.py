@@ -25,10 +25,12 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from ..hf_compat import CACHE_NAME, cache_kwargs, output_cache, pick_cache, reject_unknown
 from ..integrity import DamagedFileError, verify_manifest, write_manifest
 from ..layers import TTT_LAYERS, CausalConv1d, Packing, TTTBase, TTTLayerState
-from .aot import AOT_FOLDER, DecodeArtifact, attach_decode_artifacts, weights_signature
+from ..ops import layer_weight
+from .aot import AOT_FOLDER, ArtifactKey, DecodeArtifact, attach_decode_artifacts
 from .cache import TTTCache
 from .configuration import TTTConfig
 from .decode import decode_step
+from .weights import weights_format, weights_signature
 
 
 class RMSNorm(nn.Module):
@@ -101,7 +103,7 @@ class Block(GradientCheckpointingLayer):
         """Raise a clear error when `state` was not made for this block and batch size (no device synchronisation)."""
         if not isinstance(state, TTTLayerState):
             raise TypeError(f"cache layer {self.layer_idx} is a {type(state).__name__}, not a TTTLayerState")
-        self.seq_modeling_block._check_state(state, batch_size, self.seq_modeling_block.q_proj.weight.dtype)
+        self.seq_modeling_block._check_state(state, batch_size, self.seq_modeling_block.state_dtype)
         if self.pre_conv:
             conv = state.conv.get("pre_conv")
             if conv is None or conv.shape[1:] != self.conv.conv.empty_state(1).shape[1:]:
@@ -391,7 +393,7 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
     def allocate_inference_cache(self, batch_size: int, dtype=None, device=None) -> TTTCache:
         return TTTCache.from_model(self, batch_size, dtype or self.dtype, device or self.device)
 
-    def use_decode_artifacts(self, artifacts: dict[tuple[int, torch.dtype], DecodeArtifact], signature: tuple) -> None:
+    def use_decode_artifacts(self, artifacts: dict[ArtifactKey, DecodeArtifact], signature: tuple) -> None:
         """Run single-token cached calls through these AOT decode packages (`models/aot.py`) while the weights keep
         `signature` (`aot.weights_signature` when they were loaded); {} turns them off."""
         self._decode_artifacts = dict(artifacts)
@@ -405,7 +407,8 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
             return None
         if not isinstance(cache, TTTCache) or torch.is_grad_enabled() or self.training:
             return None
-        artifact = artifacts.get((input_ids.shape[0], self.dtype))
+        state_dtype = layer_weight(cache.layers[0].ttt.params, 0).dtype if cache.layers else self.dtype
+        artifact = artifacts.get((input_ids.shape[0], state_dtype, weights_format(self)))
         if artifact is None or input_ids.device.type != "cpu":
             return None
         if attention_mask is not None and not bool(attention_mask[:, -1].bool().all()):
