@@ -35,7 +35,15 @@ from typing import Any
 
 import torch
 
-from ..models import AOT_FOLDER, TTTCache, TTTForCausalLM, export_decode, get_preset
+from ..models import (
+    AOT_FOLDER,
+    WEIGHT_FORMATS,
+    TTTCache,
+    TTTForCausalLM,
+    export_decode,
+    get_preset,
+    quantize_weights,
+)
 from .spec import SIZES
 
 PROMPT = 100
@@ -81,9 +89,26 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor, or of the plain tensors inside a tensor subclass (torchao's int8: values and scales)."""
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if flatten is not None and type(t) not in (torch.Tensor, torch.nn.Parameter):
+        names, _ = flatten()
+        return sum(_tensor_bytes(getattr(t, name)) for name in names)
+    return t.numel() * t.element_size()
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of every parameter once (a tied embedding / LM head counts once: `parameters()` deduplicates)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    """Bytes of every parameter once (`parameters()` deduplicates a tied embedding / LM head)."""
+    return sum(_tensor_bytes(p) for p in model.parameters())
+
+
+def logits_error(reference: TTTForCausalLM, model: TTTForCausalLM) -> float:
+    """max |Δ logits| / max |logits| over a PROMPT-token prompt, against the float32 model."""
+    ids = torch.randint(0, reference.config.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, got = reference(ids).logits, model(ids).logits
+    return float((got - ref).abs().max() / ref.abs().max())
 
 
 def step_ms(model: TTTForCausalLM, batch: int, steps: int) -> float:
@@ -131,27 +156,34 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
     config = get_preset(f"ttt-{layer}-{preset}", **overrides)
     folder = Path(args.dir) / f"{layer}-{size}"
     shutil.rmtree(folder, ignore_errors=True)
-    eager = TTTForCausalLM(config).eval()
-    eager.save_pretrained(folder)
-    export_s = _seconds(lambda: export_decode(eager, folder, batch_sizes=args.batches, log=lambda _: None))
-    fast = TTTForCausalLM.from_pretrained(folder).eval()
-    compiled = TTTForCausalLM.from_pretrained(folder, ttt_implementation="compiled").eval()
-    compiled.use_decode_artifacts({}, ())
-    row: dict[str, Any] = dict(size=size, layer=layer, export_s=export_s, weight_bytes=weight_bytes(eager))
-    for batch in args.batches:
-        compile_s = _seconds(functools.partial(step_ms, compiled, batch, 1))
-        rounds: dict[str, list[float]] = {"eager": [], "compiled": [], "aot": []}
-        for _ in range(args.rounds):
-            for name, model in (("eager", eager), ("compiled", compiled), ("aot", fast)):
-                rounds[name].append(step_ms(model, batch, args.steps))
-        bandwidth = read_bandwidth_gb_s()
-        limit_ms = row["weight_bytes"] / (bandwidth * 1e9) * 1e3
-        row[f"b{batch}"] = dict(
-            {name: statistics.median(values) for name, values in rounds.items()},
-            compile_s=compile_s,
-            bandwidth_gb_s=bandwidth,
-            limit_ms=limit_ms,
-        )
+    reference = TTTForCausalLM(config).eval()
+    reference.save_pretrained(folder)
+    export = functools.partial(export_decode, reference, folder, args.batches, weights=args.weights, log=lambda _: None)
+    row: dict[str, Any] = dict(size=size, layer=layer, export_s=_seconds(export), formats={})
+    for fmt in args.weights:
+        eager = quantize_weights(TTTForCausalLM.from_pretrained(folder).eval(), fmt)
+        eager.use_decode_artifacts({}, ())
+        fast = quantize_weights(TTTForCausalLM.from_pretrained(folder).eval(), fmt)
+        paths = {"eager": eager, "aot": fast}
+        if fmt == "float32":
+            compiled = TTTForCausalLM.from_pretrained(folder, ttt_implementation="compiled").eval()
+            compiled.use_decode_artifacts({}, ())
+            paths["compiled"] = compiled
+        result: dict[str, Any] = dict(weight_bytes=weight_bytes(eager), logits_error=logits_error(reference, eager))
+        for batch in args.batches:
+            if "compiled" in paths:
+                result[f"compile_s_b{batch}"] = _seconds(functools.partial(step_ms, paths["compiled"], batch, 1))
+            rounds: dict[str, list[float]] = {name: [] for name in paths}
+            for _ in range(args.rounds):
+                for name, model in paths.items():
+                    rounds[name].append(step_ms(model, batch, args.steps))
+            bandwidth = read_bandwidth_gb_s()
+            result[f"b{batch}"] = dict(
+                {name: statistics.median(values) for name, values in rounds.items()},
+                bandwidth_gb_s=bandwidth,
+                limit_ms=result["weight_bytes"] / (bandwidth * 1e9) * 1e3,
+            )
+        row["formats"][fmt] = result
     row["cold_aot"] = cold_start(folder, args.threads)
     bare = without_packages(folder)
     row["cold_eager"] = cold_start(bare, args.threads)
@@ -161,17 +193,21 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
     lines = [
-        "| model | batch | eager ms/tok | compiled | aot | aot vs eager | weight-streaming limit | aot / limit |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | weights | batch | eager ms/tok | compiled | aot | aot vs eager | weight bytes | limit (bandwidth) "
+        "| aot / limit | logits error vs float32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for b in batches:
-            m = r[f"b{b}"]
-            lines.append(
-                f"| ttt-{r['layer']}-{r['size']} | {b} | {m['eager']:.2f} | {m['compiled']:.2f} | {m['aot']:.2f} | "
-                f"{m['eager'] / m['aot']:.1f}x | {m['limit_ms']:.2f} ms ({m['bandwidth_gb_s']:.0f} GB/s) | "
-                f"{m['aot'] / m['limit_ms']:.2f}x |"
-            )
+        for fmt, result in r["formats"].items():
+            for b in batches:
+                m = result[f"b{b}"]
+                compiled = f"{m['compiled']:.2f}" if "compiled" in m else "-"
+                lines.append(
+                    f"| ttt-{r['layer']}-{r['size']} | {fmt} | {b} | {m['eager']:.2f} | {compiled} | {m['aot']:.2f} | "
+                    f"{m['eager'] / m['aot']:.1f}x | {result['weight_bytes'] / 2**20:.1f} MiB | "
+                    f"{m['limit_ms']:.2f} ms ({m['bandwidth_gb_s']:.0f} GB/s) | {m['aot'] / m['limit_ms']:.2f}x | "
+                    f"{result['logits_error']:.1e} |"
+                )
     lines += [
         "",
         "| model | export (s) | path | import (s) | load (s) | ready (s) | first token (s) | then ms/token |",
@@ -193,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", default=["small"], choices=list(SIZES))
     p.add_argument("--layers", nargs="+", default=["linear"], choices=["linear", "mlp"])
     p.add_argument("--batches", nargs="+", type=int, default=[1])
+    p.add_argument("--weights", nargs="+", default=["float32"], choices=list(WEIGHT_FORMATS))
     p.add_argument("--steps", type=int, default=40, help="measured single-token steps per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)

@@ -15,11 +15,14 @@ The error against float32 is measured by `python -m ttt.bench.fast_decode` and b
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 WEIGHT_FORMATS = ("float32", "bfloat16", "int8")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class BF16Linear(nn.Linear):
@@ -57,7 +60,7 @@ def weights_signature(model: nn.Module) -> tuple[tuple[int, int, torch.dtype], .
     return tuple((id(p), p._version, p.dtype) for p in model.parameters())
 
 
-def quantize_weights(model: nn.Module, weights: str) -> nn.Module:
+def quantize_weights(model: ModuleT, weights: str) -> ModuleT:
     """Store `model`'s linear layers in `weights` ("float32": unchanged, "bfloat16", "int8"), in place; returns it.
     AOT decode packages attached to the model (`models/aot.py`) stay in use when the weights were as loaded: a
     package built for the format is then picked.
