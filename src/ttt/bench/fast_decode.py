@@ -44,7 +44,9 @@ from ..models import (
     get_preset,
     quantize_weights,
 )
-from .spec import SIZES
+from .procstat import RESULT_PREFIX
+from .runner import child_env, official_config
+from .spec import SIZES, Job, ModelSpec
 
 PROMPT = 100
 COLD_CHILD = r"""
@@ -126,6 +128,34 @@ def step_ms(model: TTTForCausalLM, batch: int, steps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def official_decode_ms(args: argparse.Namespace, size: str, layer: str) -> float:
+    """Median ms/token of the official ttt-lm-pytorch model (same config), batch 1, after a PROMPT-token prefill, in
+    its own interpreter (`official_worker.py`)."""
+    model = ModelSpec(f"official-{layer}", size)
+    job = Job("prefill", model, PROMPT, 1, 0)
+    payload = dict(
+        job=job.to_dict(),
+        threads=args.threads,
+        seed=0,
+        decode_steps=args.steps,
+        long_from=1 << 30,
+        official_path=args.official,
+        config=official_config(model),
+    )
+    script = str(Path(__file__).with_name("official_worker.py"))
+    out = subprocess.run(
+        [args.official_python, script, json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=child_env(args.threads),
+    )
+    records = [
+        json.loads(line[len(RESULT_PREFIX) :]) for line in out.stdout.splitlines() if line.startswith(RESULT_PREFIX)
+    ]
+    return 1e3 * next(r["seconds"] for r in records if r["phase"] == "decode")
+
+
 def cold_start(folder: Path, threads: int, implementation: str = "auto") -> dict[str, Any]:
     """A fresh process: import, load `folder`, the first token of a PROMPT-token prompt, then ms/token of 16 steps
     (after one, which for the compiled path includes compiling the decode graph)."""
@@ -174,9 +204,14 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
             if "compiled" in paths:
                 result[f"compile_s_b{batch}"] = _seconds(functools.partial(step_ms, paths["compiled"], batch, 1))
             rounds: dict[str, list[float]] = {name: [] for name in paths}
+            official = args.official is not None and fmt == "float32" and batch == 1
+            if official:
+                rounds["official"] = []
             for _ in range(args.rounds):
                 for name, model in paths.items():
                     rounds[name].append(step_ms(model, batch, args.steps))
+                if official:
+                    rounds["official"].append(official_decode_ms(args, size, layer))
             bandwidth = read_bandwidth_gb_s()
             result[f"b{batch}"] = dict(
                 {name: statistics.median(values) for name, values in rounds.items()},
@@ -193,18 +228,21 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
     lines = [
-        "| model | weights | batch | eager ms/tok | compiled | aot | aot vs eager | weight bytes | limit (bandwidth) "
-        "| aot / limit | logits error vs float32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | weights | batch | official ms/tok | eager | compiled | aot | aot vs official | aot vs eager "
+        "| weight bytes | limit (bandwidth) | aot / limit | logits error vs float32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for fmt, result in r["formats"].items():
             for b in batches:
                 m = result[f"b{b}"]
                 compiled = f"{m['compiled']:.2f}" if "compiled" in m else "-"
+                official = f"{m['official']:.2f}" if "official" in m else "-"
+                versus = f"{m['official'] / m['aot']:.1f}x" if "official" in m else "-"
                 lines.append(
-                    f"| ttt-{r['layer']}-{r['size']} | {fmt} | {b} | {m['eager']:.2f} | {compiled} | {m['aot']:.2f} | "
-                    f"{m['eager'] / m['aot']:.1f}x | {result['weight_bytes'] / 2**20:.1f} MiB | "
+                    f"| ttt-{r['layer']}-{r['size']} | {fmt} | {b} | {official} | {m['eager']:.2f} | {compiled} | "
+                    f"{m['aot']:.2f} | {versus} | {m['eager'] / m['aot']:.1f}x | "
+                    f"{result['weight_bytes'] / 2**20:.1f} MiB | "
                     f"{m['limit_ms']:.2f} ms ({m['bandwidth_gb_s']:.0f} GB/s) | {m['aot'] / m['limit_ms']:.2f}x | "
                     f"{result['logits_error']:.1e} |"
                 )
@@ -234,10 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dir", default="/tmp/ttt_fast_decode", help="where the model folders are written")
+    p.add_argument("--official", help="a local checkout of test-time-training/ttt-lm-pytorch: its decode, batch 1")
+    p.add_argument("--official-python", help="the interpreter for it (transformers < 4.50)")
     p.add_argument("--out", default="results/fast_decode")
     args = p.parse_args(argv)
     if any(b < 1 for b in args.batches) or args.steps < 1 or args.rounds < 1 or args.threads < 1:
         p.error("--batches, --steps, --rounds and --threads must be >= 1")
+    if (args.official is None) != (args.official_python is None):
+        p.error("--official and --official-python go together")
+    if args.official is not None and not (Path(args.official) / "ttt.py").is_file():
+        p.error(f"--official: no ttt.py in {args.official!r} (a ttt-lm-pytorch checkout)")
     torch.set_num_threads(args.threads)
     rows = [measure(size, layer, args) for size in args.sizes for layer in args.layers]
     text = table(rows, args.batches)
