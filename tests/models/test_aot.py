@@ -136,13 +136,21 @@ def test_stale_packages_give_a_notice_and_eager_decoding(exported, tmp_path, cap
     assert "built for other weights" in capsys.readouterr().err
 
 
-def test_a_damaged_package_is_named(exported, tmp_path):
+def test_a_damaged_or_missing_package_is_named(exported, tmp_path):
     _, folder = exported
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
     package = copy / AOT_FOLDER / "decode_b1_float32.pt2"
     package.write_bytes(package.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(DamagedFileError, match="decode_b1_float32.pt2"):
+    # checked at its first use: loading a folder does not pay for packages a process never runs
+    model = TTTForCausalLM.from_pretrained(copy).eval()
+    cache = TTTCache.from_model(model, 1)
+    with torch.no_grad():
+        model(torch.randint(0, 256, (1, 5)), cache=cache)
+        with pytest.raises(DamagedFileError, match="decode_b1_float32.pt2"):
+            model(torch.randint(0, 256, (1, 1)), cache=cache)
+    package.unlink()
+    with pytest.raises(DamagedFileError, match="decode_b1_float32.pt2 is damaged: missing"):
         TTTForCausalLM.from_pretrained(copy)
 
 

@@ -181,14 +181,28 @@ def export_decode(
 
 @dataclass
 class DecodeArtifact:
-    """A loaded decode package for one batch size, dtype and weight format. `step(input_ids, cache)` -> logits
-    [B, 1, V], the cache updated in place, or None when the cache does not have the layout the package was built for."""
+    """A decode package for one batch size, dtype and weight format. `step(input_ids, cache)` -> logits [B, 1, V], the
+    cache updated in place, or None when the cache does not have the layout the package was built for.
+
+    The package file is checked against its sha256 and loaded at its first use (a folder may hold packages for batch
+    sizes and weight formats a process never runs: start-up does not pay for them). Raises DamagedFileError naming
+    the file when its checksum differs from the manifest's."""
 
     batch_size: int
     dtype: torch.dtype
     weights_format: str
     names: list[list[str]]
-    runner: Callable[..., Sequence[Tensor]]
+    path: Path
+    sha256: str
+    _runner: Callable[..., Sequence[Tensor]] | None = None
+
+    @property
+    def runner(self) -> Callable[..., Sequence[Tensor]]:
+        if self._runner is None:
+            if sha256_of(self.path) != self.sha256:
+                raise DamagedFileError(self.path, "its sha256 differs from the one in the manifest")
+            self._runner = torch._inductor.aoti_load_package(str(self.path))
+        return self._runner
 
     def fits(self, cache: TTTCache) -> bool:
         if cache.batch_size != self.batch_size or len(cache.layers) != len(self.names):
@@ -225,8 +239,8 @@ def load_decode_artifacts(folder: str | os.PathLike) -> dict[ArtifactKey, Decode
     are none.
 
     A manifest built by another torch release, CPU capability or machine, or for other weights than the folder's,
-    gives a one-line notice on stderr and {} (decoding stays eager). Raises DamagedFileError naming a package whose
-    checksum differs from the manifest's, or an unreadable manifest."""
+    gives a one-line notice on stderr and {} (decoding stays eager). Raises DamagedFileError naming a missing package
+    or an unreadable manifest (a package's checksum is checked at its first use)."""
     folder = Path(folder)
     path = folder / AOT_FOLDER / AOT_MANIFEST
     if not path.is_file():
@@ -252,11 +266,10 @@ def load_decode_artifacts(folder: str | os.PathLike) -> dict[ArtifactKey, Decode
     loaded = {}
     for entry in packages:
         file = folder / AOT_FOLDER / entry["file"]
-        if not file.is_file() or sha256_of(file) != entry["sha256"]:
-            raise DamagedFileError(file, "missing or its sha256 differs from the one in the manifest")
-        runner = torch._inductor.aoti_load_package(str(file))
+        if not file.is_file():
+            raise DamagedFileError(file, f"missing (listed in {AOT_MANIFEST})")
         batch, dtype, fmt = int(entry["batch_size"]), DTYPES[entry["dtype"]], str(entry["weights_format"])
-        loaded[(batch, dtype, fmt)] = DecodeArtifact(batch, dtype, fmt, entry["state"], runner)
+        loaded[(batch, dtype, fmt)] = DecodeArtifact(batch, dtype, fmt, entry["state"], file, str(entry["sha256"]))
     return loaded
 
 
