@@ -44,3 +44,25 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, fsync: bool = Fa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, fsync: bool = False) -> Path:
+    """Write `data` to `path` atomically: a temporary file beside it (the usual umask permissions, fsync'ed first
+    when `fsync`) renamed into place, so a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -107,14 +107,15 @@ def model(model_dir) -> TTTForCausalLM:
 
 @pytest.fixture(scope="session")
 def start_server(model_dir, tmp_path_factory):
-    """launch_server(store=None, *extra) -> Server (not waited for); every server launched is stopped at the end of
-    the session (SIGTERM to all, then each is waited for, killed after a timeout)."""
+    """launch_server(store=None, *extra, model=None) -> Server (not waited for), serving `model` (a folder; default
+    the tiny model); every server launched is stopped at the end of the session (SIGTERM to all, then each is waited
+    for, killed after a timeout)."""
     started: list[Server] = []
     logs = tmp_path_factory.mktemp("logs")
 
-    def launch(store: str | None = None, *extra: str) -> Server:
+    def launch(store: str | None = None, *extra: str, model: Path | None = None) -> Server:
         store = store or str(tmp_path_factory.mktemp("sessions"))
-        server = Server(model_dir, store, *extra, log=logs / f"server{len(started)}.log")
+        server = Server(model or model_dir, store, *extra, log=logs / f"server{len(started)}.log")
         started.append(server)
         return server
 

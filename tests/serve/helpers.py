@@ -53,3 +53,15 @@ def metric(url: str, name: str, headers: dict[str, str] | None = None) -> float:
     match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
     assert match, f"{name} not in /metrics"
     return float(match.group(1))
+
+
+def metric_sample(url: str, sample: str, headers: dict[str, str] | None = None) -> float:
+    """The value of one sample of /metrics, written as Prometheus prints it (labels included), 0 when absent."""
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
+    match = re.search(rf"^{re.escape(sample)} ([0-9.e+-]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def shared_steps(url: str) -> float:
+    """Forwards so far that took more than one row (from the ttt_batch_rows histogram)."""
+    return metric_sample(url, "ttt_batch_rows_count") - metric_sample(url, 'ttt_batch_rows_bucket{le="1.0"}')

@@ -1,9 +1,12 @@
 """Completions through a real server over loopback: greedy output equals `model.generate` for concurrent requests
-that join and leave the batch at different steps, seeded sampling does not depend on batch-mates, streaming gives
-the non-streaming text, and the `openai` client works unchanged."""
+that join and leave the batch at different steps (and share it), seeded sampling does not depend on batch-mates,
+streaming gives the non-streaming text (n > 1 and logprobs too), the `openai` client works unchanged, and a model
+folder with AOT decode packages (`ttt export`) has its decode steps padded to the packaged batch size and run there."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from .helpers import BOS, complete, metric, reference
+from .helpers import BOS, complete, metric, metric_sample, reference, shared_steps
 
 # prompt lengths across the prefill chunk (16) and budget (24) of the shared server; different max_tokens, so rows
 # leave at different steps
@@ -30,8 +33,10 @@ def test_greedy_concurrent_requests_equal_generate(server, model):
         return complete(server.url, **body)["choices"][0]["token_ids"]
 
     cases = [(i, length, max_tokens) for i, (length, max_tokens) in enumerate(CASES)]
+    before = shared_steps(server.url)
     with ThreadPoolExecutor(len(cases)) as pool:
         got = list(pool.map(one, cases))
+    assert shared_steps(server.url) > before  # some forwards ran several of these rows together
     for (i, length, max_tokens), ids in zip(cases, got):
         assert ids == reference(model, prompt_of(length, i), max_tokens), f"prompt length {length}"
 
@@ -115,3 +120,68 @@ def test_models_health_and_metrics(server):
         "ttt_active_requests",
     ):
         assert name in text
+
+
+def sse_chunks(url: str, body: dict) -> list[dict]:
+    with httpx.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}, timeout=60) as response:
+        assert response.status_code == 200
+        data = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    return [json.loads(d) for d in data[:-1]]
+
+
+def test_streaming_with_n_choices_equals_non_streaming(server):
+    body = {"prompt": "Once upon", "max_tokens": 15, "temperature": 0.8, "seed": 11, "n": 3, "stop": ["q"]}
+    whole = complete(server.url, **body)["choices"]
+    texts, reasons = ["", "", ""], [None, None, None]
+    for chunk in sse_chunks(server.url, body):
+        [choice] = chunk["choices"]
+        texts[choice["index"]] += choice["text"]
+        reasons[choice["index"]] = choice["finish_reason"] or reasons[choice["index"]]
+    assert texts == [c["text"] for c in whole]
+    assert reasons == [c["finish_reason"] for c in whole]
+
+
+def test_streaming_logprobs_equal_non_streaming(server):
+    body = {"prompt": prompt_of(14, 2), "max_tokens": 6, "temperature": 0, "logprobs": 2, "ignore_eos": True}
+    whole = complete(server.url, **body)["choices"][0]["logprobs"]
+    streamed = [c["choices"][0]["logprobs"] for c in sse_chunks(server.url, body) if c["choices"][0]["logprobs"]]
+    assert all(len(lp["tokens"]) == 1 for lp in streamed)
+    assert [t for lp in streamed for t in lp["token_logprobs"]] == whole["token_logprobs"]
+    assert [t for lp in streamed for t in lp["top_logprobs"]] == whole["top_logprobs"]
+
+
+@pytest.fixture(scope="module")
+def packaged_server(model_dir, model, start_server, tmp_path_factory):
+    """A server on a copy of the model folder with a float64 decode package for batch size 4 only: 4 slots and a
+    queue of 4."""
+    from ttt.models import export_decode
+
+    folder = tmp_path_factory.mktemp("packaged") / "tiny-served"
+    shutil.copytree(model_dir, folder)
+    export_decode(model, folder, batch_sizes=(4,), dtypes=("float64",), log=lambda _: None)
+    return start_server(None, "--max-batch", "4", "--max-queue", "4", model=folder).ready()
+
+
+def test_decode_runs_the_package_padded_to_its_batch_size(packaged_server, model):
+    url = packaged_server.url
+    before = metric_sample(url, "ttt_decode_package_steps_total")  # (the warm-up's steps)
+    prompts = [prompt_of(9, 1), prompt_of(21, 2)]
+    body = {"max_tokens": 12, "temperature": 0, "return_token_ids": True}
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda p: complete(url, prompt=p, **body)["choices"][0]["token_ids"], prompts))
+    assert got == [reference(model, p, 12) for p in prompts]
+    # every decode step of the two rows (11 each at least, partly shared) ran the batch-4 package
+    assert metric_sample(url, "ttt_decode_package_steps_total") - before >= 11
+
+
+def test_a_burst_within_slots_and_queue_is_not_refused(packaged_server):
+    body = {"prompt": "burst", "max_tokens": 20, "temperature": 0, "ignore_eos": True}
+    with ThreadPoolExecutor(7) as pool:
+        codes = list(
+            pool.map(
+                lambda _: httpx.post(f"{packaged_server.url}/v1/completions", json=body, timeout=60).status_code,
+                range(7),
+            )
+        )
+    assert codes == [200] * 7

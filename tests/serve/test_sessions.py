@@ -97,12 +97,12 @@ def test_sigterm_drains_and_session_survives_restart(start_server, model, tmp_pa
         assert next(lines).startswith("data: ")
         first.terminate()
         time.sleep(0.3)
-        try:  # not admitted any more: the socket is closed, or 503
-            refused = httpx.post(f"{first.url}/v1/completions", json={"prompt": "x"}, timeout=5).status_code
-        except httpx.TransportError:
-            refused = 503
+        # still listening while it drains: new work and /health get 503 (load balancers stop sending)
+        refused = httpx.post(f"{first.url}/v1/completions", json={"prompt": "x"}, timeout=5)
+        health = httpx.get(f"{first.url}/health", timeout=5)
         events = [line for line in lines if line]
-    assert refused == 503
+    assert refused.status_code == 503 and refused.json()["error"]["type"] == "service_unavailable_error"
+    assert health.status_code == 503 and health.json()["status"] == "draining"
     assert events[-1] == "data: [DONE]" and '"finish_reason": "length"' in events[-2]
     assert first.proc.wait(30) == 0
     # the stored file is the project's session format, holding what the cut request read
@@ -154,6 +154,24 @@ def test_disconnect_stores_session_as_far_as_it_got(server, model):
     greedy = greedy_ignoring_eos(model, prompt, read)
     time.sleep(0.2)
     assert say(server.url, sid, TURNS[1]) == reference(model, prompt + greedy + TURNS[1], 8)
+
+
+def test_delete_while_a_request_runs_is_refused(server):
+    sid = new_session(server.url)
+    body = {"prompt": TURNS[0], "max_tokens": 2000, "temperature": 0, "session_id": sid, "stream": True}
+    body["ignore_eos"] = True
+    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        refused = httpx.delete(f"{server.url}/v1/sessions/{sid}")
+        assert refused.status_code == 409 and refused.json()["error"]["type"] == "conflict_error"
+    deadline = time.monotonic() + 10
+    while (deleted := httpx.delete(f"{server.url}/v1/sessions/{sid}")).status_code == 409:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert deleted.status_code == 200
+    time.sleep(0.3)  # nothing stores it back
+    assert httpx.get(f"{server.url}/v1/sessions/{sid}").status_code == 404
 
 
 def test_non_finite_state_fails_its_request_only(server, model, tmp_path):

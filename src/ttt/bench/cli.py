@@ -98,6 +98,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--official-python", help="the interpreter for it (transformers < 4.50)")
     p.add_argument("--out", default="results/bench", help="output folder")
     p.add_argument("--from-raw", action="store_true", help="run nothing: rebuild the report from OUT/raw.jsonl")
+    # `ttt bench serve ARGS...`: the load benchmark of `ttt serve` (ttt.bench.serve_load), with its own arguments
+    p.add_argument(
+        "serve_args",
+        nargs=argparse.REMAINDER,
+        metavar="serve ...",
+        help="`ttt bench serve --help`: the load benchmark of ttt serve (python -m ttt.bench.serve_load)",
+    )
 
 
 def parse_impl_caps(text: str) -> dict[str, int]:
@@ -238,6 +245,13 @@ def _stop(signum: int, frame: Any) -> None:
 
 
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    rest = getattr(args, "serve_args", None) or []
+    if rest:
+        if rest[0] != "serve":
+            raise SpecError(f"unrecognized arguments: {' '.join(rest)} (the one sub-benchmark is `ttt bench serve`)")
+        from .serve_load import main as serve_load
+
+        return serve_load(rest[1:])
     spec, size = spec_from_args(args)
     # SIGTERM (kill, nohup'd runs) unwinds like Ctrl-C, so the running worker is killed too
     signal.signal(signal.SIGTERM, _stop)

@@ -4,11 +4,14 @@ for each (server, concurrency, prompt length): generated tokens/s, time to first
 and to the first token of a first request). It stops by itself.
 
 Servers, side by side in one run: `ttt serve` (continuous batching, --max-batch = the largest concurrency),
-`ttt serve --max-batch 1` (batching off), and `transformers serve` with the matched-size Transformer++ baseline
-(skipped with a note when it cannot start). The models are built here with random weights (the byte tokenizer):
-speed and memory do not depend on what the weights learned.
+`ttt serve --max-batch 1` (batching off), and `transformers serve` with the matched-size Transformer++ baseline,
+without (`transformers`) and with `--continuous-batching` (`transformers-cb`, not in the default --servers)
+(skipped with a note when it cannot start). Inter-token latency is measured on the client, per SSE event as it is
+parsed: events that arrive in one read come out nearly 0 ms apart (see docs/serving.md). The models are built here
+with random weights (the byte tokenizer): speed and memory do not depend on what the weights learned.
 
     python -m ttt.bench.serve_load --preset ttt-linear-tiny --out results/serve_load
+    ttt bench serve --preset ttt-linear-tiny --out results/serve_load          (the same)
 
 Writes OUT/serve_load.csv, OUT/serve_load.png and OUT/serve_load.md (the table, the command and the machine).
 Peak memory is the kernel's high-water mark of the server process (VmHWM), reset before each cell.
@@ -281,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     if tf is not None:
         cmd = [tf, "serve", str(baseline_dir.resolve()), "--port", "{port}", "--host", "127.0.0.1", "--device", "cpu"]
         servers["transformers"] = Server("transformers", cmd, str(baseline_dir.resolve()), {})
+        # its continuous batching (paged attention), off by default
+        cb = [*cmd, "--continuous-batching"]
+        servers["transformers-cb"] = Server("transformers-cb", cb, str(baseline_dir.resolve()), {})
     if args.threads:
         # every server (transformers serve has no thread option) gets the same number of threads
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}

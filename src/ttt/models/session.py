@@ -13,13 +13,17 @@ import base64
 import hashlib
 import json
 import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
+
+from ..atomic import atomic_write
 
 if TYPE_CHECKING:
     from .cache import TTTCache
@@ -58,6 +62,93 @@ def tensors_checksum(tensors: dict[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class SessionContents:
+    """What session bytes hold, checked: per layer its tensors by name (`layers[i]`, each [batch_size, ...]), the
+    positions read per layer, the batch size, and the optional token ids and RNG state."""
+
+    layers: list[dict[str, Tensor]]
+    num_positions: list[int]
+    batch_size: int
+    input_ids: Tensor | None = None
+    rng_state: Tensor | None = None
+
+
+def encode_session(
+    layers: list[dict[str, Tensor]],
+    num_positions: list[int],
+    batch_size: int,
+    config_fp: str,
+    weights_fp: str,
+    input_ids: Tensor | None = None,
+    rng_state: Tensor | None = None,
+) -> bytes:
+    """The bytes of a session file: `layers[i]` maps layer i's tensor names to tensors, `config_fp` / `weights_fp`
+    are the model's `config_fingerprint` / `weights_fingerprint` (computed once by a caller that encodes often)."""
+    tensors = {
+        f"layers.{i}.{name}": t.detach().cpu().contiguous()
+        for i, named in enumerate(layers)
+        for name, t in named.items()
+    }
+    if input_ids is not None:
+        tensors["input_ids"] = input_ids.detach().cpu().long().contiguous()
+    meta = {
+        "format": FORMAT,
+        "config_fingerprint": config_fp,
+        "weights_fingerprint": weights_fp,
+        "num_positions": json.dumps(list(num_positions)),
+        "batch_size": str(batch_size),
+        "checksum": tensors_checksum(tensors),
+    }
+    if rng_state is not None:
+        meta["rng_state"] = base64.b64encode(rng_state.numpy().tobytes()).decode()
+    return save_bytes(tensors, metadata=meta)
+
+
+def decode_session(
+    data: bytes, config_fp: str, weights_fp: str, num_layers: int, mini_batch_size: int
+) -> SessionContents:
+    """The checked contents of session bytes for a model with these fingerprints, `num_layers` layers and this
+    mini-batch size.
+
+    Raises ValueError whose message completes "the session ...": "is not a readable session file", "is not a ttt
+    session file", "is corrupted", "was saved from a model with another config / other weights", "does not fit"."""
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        meta = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+        tensors = load_bytes(data)
+    except Exception as err:
+        raise ValueError(f"is not a readable session file ({err})") from err
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"is not a ttt session file (format {meta.get('format')!r}, expected {FORMAT!r})")
+    if tensors_checksum(tensors) != meta.get("checksum"):
+        raise ValueError("is corrupted: its tensors do not match the checksum in its header")
+    if meta.get("config_fingerprint") != config_fp:
+        raise ValueError("was saved from a model with another config: load it into that model")
+    if meta.get("weights_fingerprint") != weights_fp:
+        raise ValueError("was saved from a model with other weights (same config): load it into that model")
+    try:
+        positions = [int(p) for p in json.loads(meta["num_positions"])]
+        batch_size = int(meta["batch_size"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"is corrupted: its header has no valid positions / batch size ({err})") from None
+    layers: list[dict[str, Tensor]] = []
+    for i in range(num_layers):
+        prefix = f"layers.{i}."
+        named = {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
+        offset = named.get("offset")
+        if offset is not None and bool(((offset < 0) | (offset >= mini_batch_size)).any()):
+            raise ValueError(f"is corrupted: layer {i} has mini-batch offsets outside [0, {mini_batch_size})")
+        layers.append(named)
+    known = sum(len(named) for named in layers) + ("input_ids" in tensors)
+    if len(tensors) != known or len(positions) != num_layers:
+        raise ValueError(f"does not fit this model: it holds tensors of layers this model ({num_layers}) lacks")
+    rng = None
+    if "rng_state" in meta:
+        rng = torch.frombuffer(bytearray(base64.b64decode(meta["rng_state"])), dtype=torch.uint8).clone()
+    return SessionContents(layers, positions, batch_size, tensors.get("input_ids"), rng)
+
+
 def save_session(
     cache: TTTCache,
     path: str | os.PathLike,
@@ -66,31 +157,16 @@ def save_session(
     rng_state: Tensor | None = None,
 ) -> Path:
     """Write `cache` (built for `model`) and, optionally, the token ids so far and a torch RNG state."""
-    tensors: dict[str, Tensor] = {}
-    for i, layer in enumerate(cache.layers):
-        for name, t in layer.named_tensors().items():
-            tensors[f"layers.{i}.{name}"] = t.detach().cpu().contiguous()
-    if input_ids is not None:
-        tensors["input_ids"] = input_ids.detach().cpu().long().contiguous()
-    meta = {
-        "format": FORMAT,
-        "config_fingerprint": config_fingerprint(model),
-        "weights_fingerprint": weights_fingerprint(model),
-        "num_positions": json.dumps([layer.num_positions for layer in cache.layers]),
-        "batch_size": str(cache.batch_size),
-        "checksum": tensors_checksum(tensors),
-    }
-    if rng_state is not None:
-        meta["rng_state"] = base64.b64encode(rng_state.numpy().tobytes()).decode()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp, metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-    return path
+    data = encode_session(
+        [layer.named_tensors() for layer in cache.layers],
+        [layer.num_positions for layer in cache.layers],
+        cache.batch_size,
+        config_fingerprint(model),
+        weights_fingerprint(model),
+        input_ids,
+        rng_state,
+    )
+    return atomic_write(path, data)
 
 
 def load_session(path: str | os.PathLike, model: nn.Module) -> tuple[TTTCache, Tensor | None, Tensor | None]:
@@ -100,36 +176,24 @@ def load_session(path: str | os.PathLike, model: nn.Module) -> tuple[TTTCache, T
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no session file at {path}")
-    try:
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable session file ({err})") from err
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a ttt session file (format {meta.get('format')!r}, expected {FORMAT!r})")
-    if tensors_checksum(tensors) != meta.get("checksum"):
-        raise ValueError(f"{path} is corrupted: its tensors do not match the checksum in its header")
-    if meta["config_fingerprint"] != config_fingerprint(model):
-        raise ValueError(f"{path} was saved from a model with another config: load it into that model")
-    if meta["weights_fingerprint"] != weights_fingerprint(model):
-        raise ValueError(f"{path} was saved from a model with other weights (same config): load it into that model")
     param = next(model.parameters())
-    cache = TTTCache.from_model(model, int(meta["batch_size"]), param.dtype, param.device)
-    positions = json.loads(meta["num_positions"])
+    base = _base(model)
+    try:
+        contents = decode_session(
+            path.read_bytes(),
+            config_fingerprint(model),
+            weights_fingerprint(model),
+            len(base.layers),
+            base.config.mini_batch_size,
+        )
+    except ValueError as err:
+        raise ValueError(f"{path} {err}") from None
+    cache = TTTCache.from_model(model, contents.batch_size, param.dtype, param.device)
     for i, layer in enumerate(cache.layers):
-        prefix = f"layers.{i}."
-        named = {name[len(prefix) :]: t.to(param.device) for name, t in tensors.items() if name.startswith(prefix)}
+        named = {name: t.to(param.device) for name, t in contents.layers[i].items()}
         try:
             layer.load_named(named)
         except ValueError as err:
             raise ValueError(f"{path} does not fit this model (layer {i}): {err}") from None
-        offset = layer.ttt.offset
-        mini_batch = _base(model).config.mini_batch_size
-        if bool(((offset < 0) | (offset >= mini_batch)).any()):
-            raise ValueError(f"{path} is corrupted: layer {i} has mini-batch offsets outside [0, {mini_batch})")
-        layer.num_positions = positions[i]
-    rng = None
-    if "rng_state" in meta:
-        rng = torch.frombuffer(bytearray(base64.b64decode(meta["rng_state"])), dtype=torch.uint8).clone()
-    return cache, tensors.get("input_ids"), rng
+        layer.num_positions = contents.num_positions[i]
+    return cache, contents.input_ids, contents.rng_state

@@ -1,14 +1,16 @@
 """The HTTP layer (FastAPI): OpenAI's completions wire format, the session endpoints, health and metrics.
 
-Errors are OpenAI-shaped JSON, `{"error": {"message", "type", "param", "code"}}`, with `param` naming the field.
-With API keys every endpoint but `/health` needs `Authorization: Bearer KEY`; a request body larger than the limit
-is refused (413) before it is read.
+Errors are OpenAI-shaped JSON, `{"error": {"message", "type", "param", "code"}}`, with `param` naming the field;
+an unexpected error is a 500 with an id (its traceback goes to the server's log, never to the client). With API keys
+every endpoint but `/health` needs `Authorization: Bearer KEY`, checked before the body is read; a body larger than
+the limit is refused (413), by its Content-Length or while it is read (chunked).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +31,8 @@ from .sampling import SamplingParams
 from .schemas import CompletionRequest, SessionCreate
 from .store import SESSION_ID, new_session_id, owner_of
 
+log = logging.getLogger("ttt.serve")
+
 
 class APIError(Exception):
     """An error answered as OpenAI-shaped JSON with `status`; `param` names the field at fault."""
@@ -38,7 +42,22 @@ class APIError(Exception):
         self.status, self.message, self.param, self.headers = status, message, param, headers or {}
 
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    422: "unprocessable_entity_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to about `limit` characters (error messages do not echo a whole input back)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def error_response(status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None):
@@ -65,46 +84,68 @@ class ServerState:
         return self.engine
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over `limit` bytes with 413 (by Content-Length, or while reading)."""
+def key_owner(header: str, keys: list[str]) -> str | None:
+    """The owner of a request with this Authorization header (owner_of(None) without keys), None when it has no
+    valid key."""
+    if not keys:
+        return owner_of(None)
+    scheme, _, given = header.partition(" ")
+    for key in keys:
+        if scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), key.encode()):
+            return owner_of(key)
+    return None
 
-    class _TooLarge(Exception):
-        pass
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+def _unauthorized() -> JSONResponse:
+    message = "a valid API key is required: Authorization: Bearer KEY"
+    return error_response(401, message, "authorization", {"WWW-Authenticate": "Bearer"})
+
+
+class Gate:
+    """ASGI middleware in front of every HTTP request: the API key first (401, every path but /health), then the
+    body, read here whole: over `limit` bytes (by Content-Length, or counted while a chunked body arrives) it is
+    refused with 413; else the application gets it as one message."""
+
+    def __init__(self, app: ASGIApp, state: ServerState, limit: int) -> None:
+        self.app, self.state, self.limit = app, state, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = dict(scope["headers"])
+        if scope["path"] != "/health":
+            header = headers.get(b"authorization", b"").decode("latin-1")
+            if key_owner(header, self.state.api_keys) is None:
+                await _unauthorized()(scope, receive, send)
+                return
         too_large = error_response(413, f"the request body is larger than {self.limit} bytes", "body")
-        length = dict(scope["headers"]).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             await too_large(scope, receive, send)
             return
-        seen = 0
-        started = False
-
-        async def limited() -> Message:
-            nonlocal seen
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyLimit._TooLarge
-            return message
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracked)
-        except BodyLimit._TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return  # the client went away while sending
+            body += message.get("body", b"")
+            if len(body) > self.limit:
                 await too_large(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            # the body once, then the connection's own messages (http.disconnect)
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
@@ -145,9 +186,16 @@ def _field(loc: tuple[Any, ...]) -> str:
 def create_app(state: ServerState, max_body_bytes: int = 4 << 20) -> FastAPI:
     """The FastAPI application over `state` (its engine may be set later, once the model is warm)."""
     app = FastAPI(title="ttt serve", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(Gate, state=state, limit=max_body_bytes)
     app.add_middleware(CountRequests, metrics=state.metrics)
     metrics = state.metrics
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, err: Exception) -> JSONResponse:
+        # a bug: the traceback goes to the log under an id, the client gets the id only
+        error_id = "err_" + secrets.token_hex(6)
+        log.error("unexpected error %s", error_id, exc_info=err)
+        return error_response(500, f"internal server error (id {error_id}, in the server's log)")
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, err: APIError) -> JSONResponse:
@@ -172,7 +220,7 @@ def create_app(state: ServerState, max_body_bytes: int = 4 << 20) -> FastAPI:
             message = str(first.get("msg", "")).removeprefix("Value error, ")
             return error_response(400, message, message.split(" ", 1)[0])
         message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        return error_response(400, f"{name}: {message} (got {first.get('input')!r})", name)
+        return error_response(400, f"{name}: {message} (got {_short(first.get('input'))})", name)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -180,25 +228,23 @@ def create_app(state: ServerState, max_body_bytes: int = 4 << 20) -> FastAPI:
 
     def authorize(request: Request) -> str:
         """The owner of what this request makes or reads (the key's digest); 401 without a valid key."""
-        if not state.api_keys:
-            return owner_of(None)
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        for key in state.api_keys:
-            if scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), key.encode()):
-                return owner_of(key)
-        raise APIError(
-            401,
-            "a valid API key is required: Authorization: Bearer KEY",
-            "authorization",
-            {"WWW-Authenticate": "Bearer"},
-        )
+        owner = key_owner(request.headers.get("authorization", ""), state.api_keys)
+        if owner is None:  # (Gate has answered 401 already; kept for an app mounted without it)
+            raise APIError(
+                401,
+                "a valid API key is required: Authorization: Bearer KEY",
+                "authorization",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        return owner
 
     @app.get("/health")
     async def health() -> JSONResponse:
         if state.engine is None:
             status = "error" if state.load_error else "loading"
             return JSONResponse({"status": status, "detail": state.load_error}, status_code=503)
+        if state.engine.draining:  # load balancers stop sending here
+            return JSONResponse({"status": "draining", "detail": "the server is shutting down"}, status_code=503)
         return JSONResponse({"status": "ok", "model": state.model_name})
 
     @app.get("/metrics")
@@ -214,10 +260,10 @@ def create_app(state: ServerState, max_body_bytes: int = 4 << 20) -> FastAPI:
 
     async def read_session(engine: Engine, owner: str, sid: str, param: str) -> SessionRef:
         if not SESSION_ID.match(sid):
-            raise APIError(404, f"{param}: no session {sid!r}", param)
+            raise APIError(404, f"{param}: no session {_short(sid)}", param)
         data = await asyncio.to_thread(engine.store.get, owner, sid)
         if data is None:
-            raise APIError(404, f"{param}: no session {sid!r}", param)
+            raise APIError(404, f"{param}: no session {_short(sid)}", param)
         try:
             row = await asyncio.to_thread(engine.codec.decode, data)
         except SessionCorrupt as err:
@@ -230,7 +276,7 @@ def create_app(state: ServerState, max_body_bytes: int = 4 << 20) -> FastAPI:
         source = (await read_session(engine, owner, body.from_, "from")).state if body and body.from_ else None
         row = source or engine.pool.fresh
         sid = new_session_id()
-        await asyncio.to_thread(engine.store.put, owner, sid, engine.codec.encode(row))
+        await asyncio.to_thread(lambda: engine.store.put(owner, sid, engine.codec.encode(row)))
         return JSONResponse(_session_card(sid, row.tokens, row.nbytes()), status_code=201)
 
     @app.get("/v1/sessions/{sid}")
@@ -242,7 +288,17 @@ def create_app(state: ServerState, max_body_bytes: int = 4 << 20) -> FastAPI:
     @app.delete("/v1/sessions/{sid}")
     async def delete_session(sid: str, owner: str = Depends(authorize)) -> dict[str, Any]:
         engine = state.ready_engine()
-        if not SESSION_ID.match(sid) or not await asyncio.to_thread(engine.store.delete, owner, sid):
+        if not SESSION_ID.match(sid):
+            raise APIError(404, f"session_id: no session {_short(sid)}", "session_id")
+        # a running request would store the session back when it ends: refuse while one holds it
+        if not engine.claim_session(owner, sid):
+            message = f"session_id: session {sid!r} is in use by a running request; retry after it"
+            raise APIError(409, message, "session_id")
+        try:
+            deleted = await asyncio.to_thread(engine.store.delete, owner, sid)
+        finally:
+            engine.release_session(owner, sid)
+        if not deleted:
             raise APIError(404, f"session_id: no session {sid!r}", "session_id")
         return {"id": sid, "object": "session", "deleted": True}
 
@@ -261,18 +317,20 @@ def create_app(state: ServerState, max_body_bytes: int = 4 << 20) -> FastAPI:
         if isinstance(body.prompt, list):
             bad = [t for t in body.prompt if not 0 <= t < vocab]
             if bad:
-                raise APIError(400, f"prompt: token ids must lie in [0, {vocab}), got {bad[0]}", "prompt")
+                raise APIError(400, f"prompt: token ids must lie in [0, {vocab}), got {_short(bad[0])}", "prompt")
         session: SessionRef | None = None
         if body.session_id is not None:
             if not engine.claim_session(owner, body.session_id):
-                raise APIError(409, f"session {body.session_id!r} is in use by another request", "session_id")
+                raise APIError(409, f"session {_short(body.session_id)} is in use by another request", "session_id")
             try:
                 session = await read_session(engine, owner, body.session_id, "session_id")
             except BaseException:
                 engine.release_session(owner, body.session_id)
                 raise
         try:
-            rows, queue = _rows(state, engine, body, session)
+            # tokenizing a long prompt takes a while: not on the event loop
+            ids = await asyncio.to_thread(_prompt_ids, state, engine, body, session)
+            rows, queue = _rows(engine, body, session, ids)
             engine.submit(rows)
         except BaseException as err:
             if session is not None:
@@ -296,10 +354,8 @@ def _session_card(sid: str, tokens: int, nbytes: int) -> dict[str, Any]:
     return {"id": sid, "object": "session", "tokens": tokens, "bytes": nbytes}
 
 
-def _rows(
-    state: ServerState, engine: Engine, body: CompletionRequest, session: SessionRef | None
-) -> tuple[list[Row], asyncio.Queue[tuple[int, Event]]]:
-    """The engine rows of a request (one per choice) and the queue their events arrive on, as (choice, event)."""
+def _prompt_ids(state: ServerState, engine: Engine, body: CompletionRequest, session: SessionRef | None) -> list[int]:
+    """The prompt's token ids (BOS first for a text prompt on a fresh state), checked for length."""
     tokenizer = engine.tokenizer
     fresh = session is None or session.state is None or session.state.tokens == 0
     if isinstance(body.prompt, str):
@@ -310,6 +366,14 @@ def _rows(
         raise APIError(400, "prompt: at least one token is needed to continue a session", "prompt")
     if len(ids) > state.max_prompt_tokens:
         raise APIError(400, f"prompt: at most {state.max_prompt_tokens} tokens, got {len(ids)}", "prompt")
+    return ids
+
+
+def _rows(
+    engine: Engine, body: CompletionRequest, session: SessionRef | None, ids: list[int]
+) -> tuple[list[Row], asyncio.Queue[tuple[int, Event]]]:
+    """The engine rows of a request (one per choice) and the queue their events arrive on, as (choice, event)."""
+    tokenizer = engine.tokenizer
     params = SamplingParams(
         max_tokens=body.max_tokens,
         temperature=body.temperature,
@@ -393,16 +457,21 @@ async def _collect(
 ) -> Response:
     choices = [_Choice(i) for i in range(len(rows))]
     done = 0
+
+    async def watch() -> None:
+        # the body has been read: the next message of the connection is its end (the client went away)
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        queue.put_nowait((-1, Event("disconnect")))
+
+    watcher = asyncio.create_task(watch())
     try:
         while done < len(rows):
-            try:
-                i, event = await asyncio.wait_for(queue.get(), timeout=0.25)
-            except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    for row in rows:
-                        engine.cancel(row)
-                    return Response(status_code=499)
-                continue
+            i, event = await queue.get()
+            if event.kind == "disconnect":
+                for row in rows:
+                    engine.cancel(row)
+                return Response(status_code=499)
             choice = choices[i]
             if event.kind == "token":
                 choice.text.append(event.text)
@@ -417,6 +486,7 @@ async def _collect(
             choice.finish_reason = event.finish_reason
             done += 1
     finally:
+        watcher.cancel()
         if done < len(rows):
             for row in rows:
                 engine.cancel(row)

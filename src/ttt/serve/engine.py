@@ -12,6 +12,10 @@ Each iteration:
    (one more step) so that the stored state holds prompt + completion, then the state is stored (a saver thread)
    and the client gets its final event once it is stored.
 
+A single-token forward may run at more rows than take part: the compiled decode graph is traced at the pool size,
+and an AOT decode package (`ttt export`) exists for some batch sizes only, so the step is padded up to such a size
+with copies of the first row's state; only the real rows are scattered back, so padding never touches a slot.
+
 Rows are gathered from the pool for a forward and scattered back (`SlotPool`), each row samples with its own
 generator: a row's tokens do not depend on its batch-mates. A forward that raises is retried row by row, so only
 the failing row gets the error; a row whose logits are not finite fails alone (HTTP 500), the others go on.
@@ -19,10 +23,10 @@ the failing row gets the error; a row whose logits are not finite fails alone (H
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,11 +37,15 @@ import torch
 from torch import Tensor, nn
 
 from ..data import Tokenizer
+from ..models import weights_format
+from ..ops import layer_weight
 from .codec import SessionCodec
 from .metrics import Metrics
 from .sampling import SamplingParams, TextTracker, choose, logprob_info
 from .slots import RowState, SlotPool
 from .store import SessionStore
+
+log = logging.getLogger("ttt.serve")
 
 
 class QueueFull(Exception):
@@ -102,6 +110,19 @@ class Row:
             self.tokens = self.session.state.tokens
 
 
+class _CountedArtifact:
+    """An AOT decode package whose steps are counted (`ttt_decode_package_steps_total`)."""
+
+    def __init__(self, artifact: Any, metrics: Metrics) -> None:
+        self.artifact, self.metrics = artifact, metrics
+
+    def step(self, input_ids: Tensor, cache: Any) -> Tensor | None:
+        logits = self.artifact.step(input_ids, cache)
+        if logits is not None:
+            self.metrics.package_steps.inc()
+        return logits
+
+
 class Engine:
     """Continuous batching over a fixed pool of state slots for `model` (a TTTForCausalLM, eval mode).
 
@@ -129,6 +150,7 @@ class Engine:
         self.prefill_chunk, self.prefill_budget = prefill_chunk, max(prefill_budget, prefill_chunk)
         # the compiled decode graph is traced per batch size: decode every step at the full pool size
         self.fixed_decode_batch = getattr(self.config, "ttt_implementation", "") == "compiled"
+        self.decode_sizes = self._packaged_sizes(model, metrics)
         self.eos_id = tokenizer.eos_id
         self.slots: list[Row | None] = [None] * max_batch
         self._queue: deque[Row] = deque()
@@ -143,6 +165,28 @@ class Engine:
         self._admitted = 0
         metrics.pool_bytes.set(self.pool.nbytes())
 
+    def _packaged_sizes(self, model: nn.Module, metrics: Metrics) -> list[int]:
+        """The batch sizes of the model's AOT decode packages that fit the pool's state dtype and the model's weight
+        format (the rest of a package's key, as `TTTForCausalLM._artifact_decode` looks it up), sorted; their steps
+        get counted."""
+        artifacts = getattr(model, "_decode_artifacts", None)
+        use = getattr(model, "use_decode_artifacts", None)
+        if not artifacts or use is None:
+            return []
+        rest = (layer_weight(self.pool.cache.layers[0].ttt.params, 0).dtype, weights_format(model))
+        use({key: _CountedArtifact(a, metrics) for key, a in artifacts.items()}, getattr(model, "_artifact_weights"))  # noqa: B009
+        return sorted(key[0] for key in artifacts if tuple(key[1:]) == rest)
+
+    def _decode_rows(self, n: int) -> int:
+        """The batch size a single-token forward of `n` rows runs at (padded up to a packaged or compiled size)."""
+        if self.fixed_decode_batch:
+            return self.max_batch
+        return next((b for b in self.decode_sizes if b >= n), n)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     # -- called from other threads --------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -155,7 +199,9 @@ class Engine:
         with self._lock:
             if self._draining or not self._running:
                 raise Unavailable("the server is shutting down")
-            if len(self._queue) + len(rows) > self.max_queue:
+            # rows that will find a free slot at the next iteration do not wait
+            free = sum(r is None for r in self.slots)
+            if len(self._queue) + len(rows) > self.max_queue + free:
                 raise QueueFull(f"{len(self._queue)} requests are waiting (the queue holds {self.max_queue})")
             self._queue.extend(rows)
             self.metrics.queued.set(len(self._queue))
@@ -180,10 +226,10 @@ class Engine:
 
     def begin_drain(self, grace_s: float) -> None:
         """Stop admitting: queued rows are refused (503); rows in slots go on for `grace_s` seconds, then are cut
-        (finish_reason "length", sessions stored as far as they got)."""
+        (finish_reason "length", sessions stored as far as they got). A second call never extends the deadline."""
         with self._lock:
             self._draining = True
-            self._drain_deadline = time.monotonic() + grace_s
+            self._drain_deadline = min(self._drain_deadline, time.monotonic() + grace_s)
         self._wake.set()
 
     def idle(self) -> bool:
@@ -208,9 +254,11 @@ class Engine:
                 try:
                     busy = self._iteration()
                 except Exception:  # a bug in the scheduler itself: fail every row, keep serving
-                    message = traceback.format_exc(limit=3)
+                    # the traceback goes to the server's log, the clients get its id
+                    error_id = "err_" + secrets.token_hex(6)
+                    log.exception("engine error %s", error_id)
                     for row in [r for r in self.slots if r is not None]:
-                        self._fail(row, 500, f"engine error: {message}")
+                        self._fail(row, 500, f"internal engine error (id {error_id}, in the server's log)")
                     busy = False
                 if not busy:
                     self._wake.wait(0.05)
@@ -253,7 +301,8 @@ class Engine:
             row.emit(Event("error", status=503, message="the server is shutting down"))
         if time.monotonic() >= self._drain_deadline:
             for row in [r for r in self.slots if r is not None]:
-                self._release(row, "length", save=row.phase != "prefill")
+                # a row that already ended (waiting to read its last token) keeps its reason
+                self._release(row, row.finish_reason or "length", save=row.phase != "prefill")
 
     def _admit(self) -> None:
         free = [i for i, r in enumerate(self.slots) if r is None]
@@ -291,16 +340,21 @@ class Engine:
         return out
 
     def _forward_batch(self, rows: list[Row], ids: list[list[int]]) -> list[Tensor | Exception]:
+        n = len(rows)
         slots = [r.slot for r in rows]
-        if self.fixed_decode_batch and len(ids[0]) == 1:
-            # repeat the first row up to the pool size: same input and state, same result written twice
-            slots += [slots[0]] * (self.max_batch - len(slots))
-            ids = ids + [ids[0]] * (self.max_batch - len(ids))
-        index = torch.tensor(slots, dtype=torch.long, device=self.pool.cache.layers[0].ttt.offset.device)
+        if len(ids[0]) == 1:
+            # padding rows: copies of the first row's state and input (a real state, so the step is a plain one a
+            # package runs); they are not scattered back
+            pad = self._decode_rows(n) - n
+            slots += [slots[0]] * pad
+            ids = ids + [ids[0]] * pad
+        self.metrics.batch_rows.observe(n)
+        device = self.pool.cache.layers[0].ttt.offset.device
+        index = torch.tensor(slots, dtype=torch.long, device=device)
         sub = self.pool.gather(index)
-        inputs = torch.tensor(ids, dtype=torch.long, device=index.device)
+        inputs = torch.tensor(ids, dtype=torch.long, device=device)
         logits = self.model(input_ids=inputs, cache=sub, use_cache=True, logits_to_keep=1).logits[:, -1]
-        self.pool.scatter(index, sub)
+        self.pool.scatter(index[:n], sub, n)
         finite = torch.isfinite(logits).all(-1).tolist()
         return [
             logits[i] if finite[i] else FloatingPointError("the model's output is not finite (the state has blown up)")

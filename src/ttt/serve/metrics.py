@@ -32,6 +32,15 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.batch_rows = Histogram(
+            "ttt_batch_rows",
+            "rows taking part in one forward (prefill group or decode step; padding not counted)",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256),
+            registry=r,
+        )
+        self.package_steps = Counter(
+            "ttt_decode_package_steps", "decode steps run by an AOT decode package (ttt export)", registry=r
+        )
         self.active = Gauge("ttt_active_requests", "rows holding a slot", registry=r)
         self.queued = Gauge("ttt_queued_requests", "rows waiting for a slot", registry=r)
         self.state_bytes = Gauge("ttt_state_bytes_in_use", "bytes of state held by the rows in slots", registry=r)

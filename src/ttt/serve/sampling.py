@@ -10,11 +10,18 @@ from torch import Tensor
 
 from ..data import Tokenizer
 
+# a temperature below this is greedy: logits / 1e-310 overflow to inf (NaN probabilities), and any temperature this
+# small picks the argmax anyway unless two logits are within ~1e-5 x 700 of each other
+GREEDY_BELOW = 1e-5
+# tokens of context decoded before the new ones (a tokenizer may decode a token differently at the start of a text)
+_CONTEXT_TOKENS = 4
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How one row chooses its tokens. temperature 0 = greedy; top_k 0 = off; top_p 1 = off; logprobs: how many
-    alternatives to report per token (None: no log-probabilities); ignore_eos: EOS does not end the row."""
+    """How one row chooses its tokens. temperature 0 (or below GREEDY_BELOW) = greedy; top_k 0 = off; top_p 1 = off;
+    logprobs: how many alternatives to report per token (None: no log-probabilities); ignore_eos: EOS does not end
+    the row."""
 
     max_tokens: int
     temperature: float = 1.0
@@ -28,7 +35,7 @@ class SamplingParams:
 def choose(logits: Tensor, params: SamplingParams, generator: torch.Generator) -> int:
     """The next token from logits [V] of one row: argmax when greedy, else one draw (one uniform number from
     `generator`, inverted through the filtered distribution's CDF)."""
-    if params.temperature == 0:
+    if params.temperature < GREEDY_BELOW:
         return int(logits.argmax())
     scores = logits.double() / params.temperature
     if 0 < params.top_k < scores.numel():
@@ -59,12 +66,18 @@ def logprob_info(logits: Tensor, token: int, top: int, tokenizer: Tokenizer) -> 
 class TextTracker:
     """The text of a row's generated tokens, released as it becomes final: an incomplete UTF-8 sequence, and a tail
     that may be the start of a stop string, are held back. `add` returns (new text, whether a stop string ended the
-    text); the returned text never includes the stop string."""
+    text); the returned text never includes the stop string.
+
+    Decoding is incremental: each token decodes a short window (a few tokens of context + the tokens not released
+    yet), not the whole completion; text is released up to a token whose decoding does not end in an incomplete
+    character (U+FFFD), so the pieces add up to `tokenizer.decode(ids)`."""
 
     def __init__(self, tokenizer: Tokenizer, stops: tuple[str, ...]) -> None:
         self.tokenizer, self.stops = tokenizer, stops
         self.ids: list[int] = []
-        self.sent = 0  # characters released
+        self.prefix = 0  # the window starts here: tokens [prefix, read) are context, already released
+        self.read = 0  # tokens before this are released (as text or as `held`)
+        self.held = ""  # released by the tokenizer, held back as a possible start of a stop string
 
     def _hold(self, text: str) -> int:
         # longest tail of `text` that begins some stop string
@@ -76,24 +89,29 @@ class TextTracker:
                     break
         return longest
 
+    def _new_text(self, final: bool) -> str:
+        """Text of the tokens after `read`; "" while it ends in an incomplete character (unless `final`)."""
+        context = self.tokenizer.decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
+        window = self.tokenizer.decode(self.ids[self.prefix :])
+        if window.endswith("\ufffd") and not final:
+            return ""
+        self.prefix = max(self.prefix, len(self.ids) - _CONTEXT_TOKENS)
+        self.read = len(self.ids)
+        return window[len(context) :]
+
     def add(self, token: int) -> tuple[str, bool]:
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        stable = text.rstrip("\ufffd")
-        hits = [i for i in (stable.find(s, max(0, self.sent - len(s))) for s in self.stops) if i >= 0]
+        text = self.held + self._new_text(final=False)
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
         if hits:
-            end = min(hits)
-            out = stable[self.sent : end] if end > self.sent else ""
-            self.sent = max(self.sent, end)
-            return out, True
-        end = len(stable) - self._hold(stable)
-        out = stable[self.sent : end] if end > self.sent else ""
-        self.sent = max(self.sent, end)
-        return out, False
+            self.held = ""
+            return text[: min(hits)], True
+        keep = self._hold(text)
+        self.held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep], False
 
     def flush(self) -> str:
         """Whatever was held back, at the end of the row (not called after a stop string)."""
-        text = self.tokenizer.decode(self.ids)
-        out = text[self.sent :]
-        self.sent = len(text)
+        out = self.held + (self._new_text(final=True) if self.read < len(self.ids) else "")
+        self.held = ""
         return out

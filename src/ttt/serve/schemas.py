@@ -1,18 +1,24 @@
 """Request bodies of the server (OpenAI's wire format for completions, plus the session extension), validated by
-pydantic: unknown fields, wrong types and values out of range are refused with a message naming the field."""
+pydantic: unknown fields, wrong types and values out of range are refused with a message naming the field.
+
+Types are strict ("0.5" is not a number, "yes" not a boolean); an integer is accepted where a float is expected."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+
+# a number (int or float, never a string), finite
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+SEED_END = 2**63  # choice i samples with seed + i, which must stay below this (a torch generator seed)
 
 
 class StreamOptions(BaseModel):
     """OpenAI's `stream_options`: `include_usage` adds a last chunk with the token counts."""
 
     model_config = ConfigDict(extra="forbid")
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class CompletionRequest(BaseModel):
@@ -24,28 +30,29 @@ class CompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = None
-    prompt: str | list[Annotated[int, Field(strict=True)]]
+    model: StrictStr | None = None
+    prompt: StrictStr | list[Annotated[int, Field(strict=True)]]
     max_tokens: Annotated[int, Field(strict=True, ge=1)] = 16
-    temperature: Annotated[float, Field(ge=0.0)] = 1.0
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    # OpenAI's range; below GREEDY_BELOW (sampling.py) sampling is greedy
+    temperature: Annotated[Number, Field(ge=0.0, le=2.0)] = 1.0
+    top_p: Annotated[Number, Field(gt=0.0, le=1.0)] = 1.0
     top_k: Annotated[int, Field(strict=True, ge=0)] = 0
-    seed: Annotated[int, Field(strict=True)] | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
+    seed: Annotated[int, Field(strict=True, ge=0, lt=SEED_END)] | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: Annotated[int, Field(strict=True, ge=1)] = 1
     logprobs: Annotated[int, Field(strict=True, ge=0, le=5)] | None = None
-    session_id: str | None = None
-    return_token_ids: bool = False
-    ignore_eos: bool = False
-    user: str | None = None
-    echo: bool = False
-    best_of: int | None = None
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    logit_bias: dict[str, float] | None = None
-    suffix: str | None = None
+    session_id: StrictStr | None = None
+    return_token_ids: StrictBool = False
+    ignore_eos: StrictBool = False
+    user: StrictStr | None = None
+    echo: StrictBool = False
+    best_of: Annotated[int, Field(strict=True)] | None = None
+    frequency_penalty: Number = 0.0
+    presence_penalty: Number = 0.0
+    logit_bias: dict[StrictStr, Number] | None = None
+    suffix: StrictStr | None = None
 
     @field_validator("stop")
     @classmethod
@@ -69,6 +76,8 @@ class CompletionRequest(BaseModel):
                 raise ValueError(f"{name} is not supported by this server (leave it at {value!r})")
         if self.best_of is not None and self.best_of != self.n:
             raise ValueError("best_of is not supported by this server (leave it unset or equal to n)")
+        if self.seed is not None and self.seed + self.n > SEED_END:
+            raise ValueError(f"seed must be in [0, 2**63 - n] (choice i samples with seed + i), got {self.seed}")
         if self.session_id is not None and self.n != 1:
             raise ValueError("n must be 1 with a session_id (one state is stored back per session)")
         return self
@@ -83,4 +92,4 @@ class SessionCreate(BaseModel):
     """`POST /v1/sessions`: an empty session, or (`from`) a copy of an existing one."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    from_: str | None = Field(default=None, alias="from")
+    from_: StrictStr | None = Field(default=None, alias="from")

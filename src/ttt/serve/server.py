@@ -1,9 +1,14 @@
 """`ttt serve`: load the model in the background (`/health` answers 503 until it is loaded and warm), run uvicorn,
-and drain on SIGTERM / SIGINT: stop admitting, let the running requests finish for the grace period, cut the rest,
-store their sessions, exit 0."""
+and drain on SIGTERM / SIGINT: stop admitting (new completions and `/health` answer 503, so load balancers stop
+sending), let the running requests finish for the grace period (a second signal does not extend it), cut the rest,
+store their sessions, stop listening, exit 0. A second SIGINT exits at once.
+
+API keys: `--api-key` (repeatable) and the environment variable TTT_API_KEY (so a key need not be on the command
+line). Binding beyond loopback without a key prints a warning."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -19,6 +24,9 @@ from .loading import describe_model, load_served_model
 from .metrics import Metrics
 from .sampling import SamplingParams
 from .store import open_store
+
+API_KEY_ENV = "TTT_API_KEY"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -53,9 +61,21 @@ class _Server(uvicorn.Server):
         if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True
             return
-        if self.state.engine is not None:
-            self.state.engine.begin_drain(self.grace_s)
-        print(f"ttt serve: signal {sig}: draining (grace {self.grace_s:g} s)", file=sys.stderr, flush=True)
+        engine = self.state.engine
+        if engine is None:  # still loading: nothing to drain
+            self.should_exit = True
+            return
+        first = not engine.draining
+        engine.begin_drain(self.grace_s)
+        if first:
+            print(f"ttt serve: signal {sig}: draining (grace {self.grace_s:g} s)", file=sys.stderr, flush=True)
+            # keep answering (503) while the rows finish; stop listening once the engine is idle
+            threading.Thread(target=self._exit_when_idle, args=(engine,), name="ttt-drain", daemon=True).start()
+
+    def _exit_when_idle(self, engine: Engine) -> None:
+        deadline = time.monotonic() + self.grace_s + 5
+        while not engine.idle() and time.monotonic() < deadline:
+            time.sleep(0.02)
         self.should_exit = True
 
 
@@ -79,12 +99,24 @@ def serve(opts: ServeOptions) -> int:
         import torch
 
         torch.set_num_threads(opts.threads)
-    store = open_store(opts.session_store, opts.session_cache_mb << 20)
+    try:
+        store = open_store(opts.session_store, opts.session_cache_mb << 20)
+    except Exception as err:  # redis unreachable, a bad URL, a path that is a file: one line, not a traceback
+        print(f"ttt serve: error: session store {opts.session_store!r}: {err}", file=sys.stderr, flush=True)
+        return 2
+    keys = list(opts.api_keys)
+    if os.environ.get(API_KEY_ENV):
+        keys.append(os.environ[API_KEY_ENV])
+    if not keys and opts.host not in _LOOPBACK:
+        print(
+            f"ttt serve: warning: listening on {opts.host} without an API key: anyone who can reach it can use it "
+            f"(--api-key or {API_KEY_ENV})",
+            file=sys.stderr,
+            flush=True,
+        )
     metrics = Metrics()
     metrics.count_sessions_with(store.count)
-    state = ServerState(
-        metrics, list(opts.api_keys), max_tokens=opts.max_tokens, max_prompt_tokens=opts.max_prompt_tokens
-    )
+    state = ServerState(metrics, keys, max_tokens=opts.max_tokens, max_prompt_tokens=opts.max_prompt_tokens)
     app = create_app(state, opts.max_body_bytes)
     config = uvicorn.Config(
         app,

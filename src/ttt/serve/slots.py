@@ -93,9 +93,11 @@ class SlotPool:
         ]
         return TTTCache(layers)
 
-    def scatter(self, rows: Tensor, sub: TTTCache) -> None:
-        """Write the rows of `sub` (from `gather(rows)`, after a forward) back into their slots."""
+    def scatter(self, rows: Tensor, sub: TTTCache, n: int | None = None) -> None:
+        """Write the first `n` rows of `sub` (all by default; `sub` from a gather, after a forward) back into the
+        slots `rows` [n]: rows of `sub` past `n` (padding) are dropped."""
+        n = sub.batch_size if n is None else n
         for mine, theirs in zip(self._named(), sub.layers):
             new = theirs.named_tensors()
             for name, t in mine.items():
-                t.index_copy_(0, rows, new[name].to(t.dtype))
+                t.index_copy_(0, rows, new[name][:n].to(t.dtype))

@@ -1,8 +1,9 @@
 """Session stores: where a session's state (session-file bytes, see `codec.py`) lives between requests.
 
-- `DiskStore`: a folder, one file per session (`OWNER/ID.session`, written atomically: a temporary file renamed into
-  place, so a reader sees the old file or the new one, never half of one), with an in-memory LRU in front bounded in
-  bytes. Each cached entry is checked against the file's (mtime, size), so several processes may share the folder.
+- `DiskStore`: a folder (made at the first write), one file per session (`OWNER/ID.session`, written atomically: a
+  temporary file renamed into place, so a reader sees the old file or the new one, never half of one), with an
+  in-memory LRU in front bounded in bytes. Each cached entry is checked against the file's (mtime, size), so several
+  processes may share the folder.
 - `RedisStore`: a Redis database (`redis://HOST:PORT/DB`), so several server processes share sessions. A SET is
   atomic.
 
@@ -16,12 +17,13 @@ import hashlib
 import os
 import re
 import secrets
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_write
 
 SESSION_ID = re.compile(r"^sess_[A-Za-z0-9_-]{16,64}$")
 
@@ -64,8 +66,10 @@ class DiskStore(SessionStore):
     """Sessions as files under `root`, with an LRU of at most `cache_bytes` bytes in memory."""
 
     def __init__(self, root: str | os.PathLike, cache_bytes: int = 256 << 20) -> None:
+        # the folder is made by the first `put` (a server whose sessions are never used leaves no folder behind)
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"--session-store {self.root} exists and is not a folder")
         self.cache_bytes = cache_bytes
         self._lru: OrderedDict[tuple[str, str], tuple[tuple[int, int], bytes]] = OrderedDict()
         self._held = 0
@@ -107,18 +111,7 @@ class DiskStore(SessionStore):
         return data
 
     def put(self, owner: str, sid: str, data: bytes) -> None:
-        path = self._path(owner, sid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{sid}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = atomic_write(self._path(owner, sid), data, fsync=True)
         st = path.stat()
         self._remember((owner, sid), (st.st_mtime_ns, st.st_size), data)
 
@@ -173,7 +166,8 @@ class RedisStore(SessionStore):
 def open_store(url: str, cache_bytes: int = 256 << 20) -> SessionStore:
     """A store from `--session-store`: `redis://HOST:PORT/DB`, or a folder path (`file://PATH` or `PATH`).
 
-    Raises ValueError for another URL scheme, and redis' ConnectionError when Redis cannot be reached."""
+    Raises ValueError for another URL scheme or a path that is a file, and redis' ConnectionError when Redis cannot
+    be reached."""
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(url)
     if "://" in url and not url.startswith("file://"):
