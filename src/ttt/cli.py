@@ -373,7 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--session-store", default="ttt-sessions", help="a folder (default ./ttt-sessions) or redis://HOST:PORT/DB"
     )
     p.add_argument("--session-cache-mb", type=int, default=256, help="in-memory LRU in front of a folder store")
-    p.add_argument("--api-key", action="append", help="bearer key required on every endpoint but /health (repeatable)")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        help="bearer key required on every endpoint but /health (repeatable; also read from $TTT_API_KEY)",
+    )
     p.add_argument("--max-tokens", type=int, default=2048, help="the largest max_tokens a request may ask for")
     p.add_argument("--max-prompt-tokens", type=int, default=65536)
     p.add_argument("--max-body-bytes", type=int, default=4 << 20, help="request body size limit (413 beyond)")
