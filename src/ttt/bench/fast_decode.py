@@ -192,12 +192,12 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = dict(size=size, layer=layer, export_s=_seconds(export), formats={})
     for fmt in args.weights:
         eager = quantize_weights(TTTForCausalLM.from_pretrained(folder).eval(), fmt)
-        eager.use_decode_artifacts({}, ())
+        eager.use_decode_artifacts({}, None)
         fast = quantize_weights(TTTForCausalLM.from_pretrained(folder).eval(), fmt)
         paths = {"eager": eager, "aot": fast}
         if fmt == "float32":
             compiled = TTTForCausalLM.from_pretrained(folder, ttt_implementation="compiled").eval()
-            compiled.use_decode_artifacts({}, ())
+            compiled.use_decode_artifacts({}, None)
             paths["compiled"] = compiled
         result: dict[str, Any] = dict(weight_bytes=weight_bytes(eager), logits_error=logits_error(reference, eager))
         for batch in args.batches:

@@ -30,7 +30,7 @@ from .aot import AOT_FOLDER, ArtifactKey, DecodeArtifact, attach_decode_artifact
 from .cache import TTTCache
 from .configuration import TTTConfig
 from .decode import decode_step
-from .weights import weights_format, weights_signature
+from .weights import WeightsSignature
 
 
 class RMSNorm(nn.Module):
@@ -393,9 +393,11 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
     def allocate_inference_cache(self, batch_size: int, dtype=None, device=None) -> TTTCache:
         return TTTCache.from_model(self, batch_size, dtype or self.dtype, device or self.device)
 
-    def use_decode_artifacts(self, artifacts: dict[ArtifactKey, DecodeArtifact], signature: tuple) -> None:
+    def use_decode_artifacts(
+        self, artifacts: dict[ArtifactKey, DecodeArtifact], signature: WeightsSignature | None
+    ) -> None:
         """Run single-token cached calls through these AOT decode packages (`models/aot.py`) while the weights keep
-        `signature` (`aot.weights_signature` when they were loaded); {} turns them off."""
+        `signature` (`weights.weights_signature` when they were loaded); {} turns them off."""
         self._decode_artifacts = dict(artifacts)
         self._artifact_weights = signature
 
@@ -407,13 +409,14 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
             return None
         if not isinstance(cache, TTTCache) or torch.is_grad_enabled() or self.training:
             return None
+        signature = self._artifact_weights
+        if signature is None or not signature.holds():
+            return None
         state_dtype = layer_weight(cache.layers[0].ttt.params, 0).dtype if cache.layers else self.dtype
-        artifact = artifacts.get((input_ids.shape[0], state_dtype, weights_format(self)))
+        artifact = artifacts.get((input_ids.shape[0], state_dtype, signature.weights_format))
         if artifact is None or input_ids.device.type != "cpu":
             return None
         if attention_mask is not None and not bool(attention_mask[:, -1].bool().all()):
-            return None
-        if weights_signature(self) != self._artifact_weights:
             return None
         self.model._check_inputs(input_ids, None)
         return artifact.step(input_ids, cache)

@@ -15,6 +15,7 @@ The error against float32 is measured by `python -m ttt.bench.fast_decode` and b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -53,11 +54,29 @@ def _linear_layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     ]
 
 
-def weights_signature(model: nn.Module) -> tuple[tuple[int, int, torch.dtype], ...]:
-    """Which tensor each parameter is and how often it was written in place: changes when the weights do (training,
-    `load_state_dict`, `.to(...)`, `quantize_weights`), so an AOT package holding the weights it was built with is no
-    longer used (`models/aot.py`)."""
-    return tuple((id(p), p._version, p.dtype) for p in model.parameters())
+@dataclass(frozen=True)
+class WeightsSignature:
+    """Which tensor each parameter slot holds, how often it was written in place, and the linear layers' format.
+    `holds()` is False once the weights changed (training, `load_state_dict`, `.to(...)`, a parameter replaced): an
+    AOT package holding the weights it was built with is then no longer used (`models/aot.py`). Checking walks a
+    stored list, not the module tree, so it costs a few microseconds per decode step."""
+
+    entries: tuple[tuple[nn.Module, str, Tensor, int], ...]
+    weights_format: str
+
+    def holds(self) -> bool:
+        return all(module._parameters.get(name) is p and p._version == v for module, name, p, v in self.entries)
+
+
+def weights_signature(model: nn.Module) -> WeightsSignature:
+    """The signature of `model`'s weights as they are now (`WeightsSignature`)."""
+    entries = tuple(
+        (module, name, p, p._version)
+        for module in model.modules()
+        for name, p in module._parameters.items()
+        if p is not None
+    )
+    return WeightsSignature(entries, weights_format(model))
 
 
 def quantize_weights(model: ModuleT, weights: str) -> ModuleT:
@@ -68,7 +87,8 @@ def quantize_weights(model: ModuleT, weights: str) -> ModuleT:
     Raises ValueError for another format name or a model that is not float32, ImportError naming the package for
     int8 without torchao (`pip install "ttt[quant]"`)."""
     artifacts = getattr(model, "_decode_artifacts", None)
-    unchanged = bool(artifacts) and weights_signature(model) == getattr(model, "_artifact_weights", None)
+    signature = getattr(model, "_artifact_weights", None)
+    unchanged = bool(artifacts) and isinstance(signature, WeightsSignature) and signature.holds()
     _quantize(model, weights)
     use = getattr(model, "use_decode_artifacts", None)
     if artifacts and use is not None:
