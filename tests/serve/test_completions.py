@@ -34,8 +34,13 @@ def test_greedy_concurrent_requests_equal_generate(server, model):
 
     cases = [(i, length, max_tokens) for i, (length, max_tokens) in enumerate(CASES)]
     before = shared_steps(server.url)
-    with ThreadPoolExecutor(len(cases)) as pool:
+    # a long request running through the whole test: the staggered ones share the batch with it (and each other)
+    # however fast the machine decodes
+    long = {"prompt": prompt_of(3, 99), "max_tokens": 600, "temperature": 0, "ignore_eos": True}
+    with ThreadPoolExecutor(len(cases) + 1) as pool:
+        running = pool.submit(complete, server.url, **long)
         got = list(pool.map(one, cases))
+        assert len(running.result()["choices"][0]["text"]) > 0
     assert shared_steps(server.url) > before  # some forwards ran several of these rows together
     for (i, length, max_tokens), ids in zip(cases, got):
         assert ids == reference(model, prompt_of(length, i), max_tokens), f"prompt length {length}"
