@@ -122,3 +122,32 @@ def test_untied_checkpoint_without_lm_head_is_refused(tmp_path, bundled_bytes):
     write_manifest(ckpt)  # a checkpoint written that way (not damaged afterwards: the manifest would name that)
     with pytest.raises(ConfigError, match="lm_head.weight"):
         load_run_model(ckpt)
+
+
+@pytest.mark.parametrize(
+    "model_name, overrides",
+    [
+        ("ttt-linear-tiny", {}),
+        ("ttt-mlp-tiny-T", {"learnable_init": False, "inner_optimizer": "momentum"}),
+        ("transformer++-tiny", {}),
+        ("mamba-tiny", {}),
+    ],
+)
+def test_a_run_loads_without_random_init_to_the_same_model(tmp_path, bundled_bytes, model_name, overrides):
+    """load_run_model builds the model without initialising it (the checkpoint overwrites every weight): it equals a
+    model initialised as usual with the checkpoint loaded into it (non-persistent buffers included)."""
+    from ttt.train import build_model, latest_checkpoint, load_checkpoint
+
+    run = tmp_path / "run"
+    options = [f"--model.{key}={json.dumps(value)}" for key, value in overrides.items()]
+    train(run, bundled_bytes, "--train.steps=1", f"--model.name={model_name}", *options)
+    loaded, _, data, _ = load_run_model(run)
+    state, _, trainer_state = load_checkpoint(latest_checkpoint(run / "checkpoints"))
+    reference = build_model(trainer_state["model_name"], data.tokenizer.vocab_size, trainer_state["model_overrides"])
+    reference.load_state_dict(state, strict=False)
+    reference.tie_weights()
+    mine, theirs = dict(loaded.named_buffers()), dict(reference.eval().named_buffers())
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    ids = torch.randint(0, data.tokenizer.vocab_size, (2, 20))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, reference(ids).logits)

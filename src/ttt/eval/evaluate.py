@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.initialization import no_init_weights
 
 from ..data import PreparedData, load_prepared
 from ..layers import TTTBase
@@ -41,7 +42,10 @@ def load_run_model(path: str | Path) -> tuple[PreTrainedModel, RunConfig, Prepar
     data_dir = Path(cfg.data.prepared_dir) if cfg.data.prepared_dir else run / "data"
     data = load_prepared(data_dir)
     state, _, trainer_state = load_checkpoint(ckpt)
-    model = build_model(trainer_state["model_name"], data.tokenizer.vocab_size, trainer_state["model_overrides"])
+    # no random initialisation of weights the checkpoint then overwrites (1.5 s at 125M): every persistent tensor
+    # must come from the checkpoint (checked below); non-persistent buffers are computed in the constructors
+    with no_init_weights():
+        model = build_model(trainer_state["model_name"], data.tokenizer.vocab_size, trainer_state["model_overrides"])
     missing, unexpected = model.load_state_dict(state, strict=False)
     # a tied lm_head is the embedding (tie_weights below); an untied one must come from the checkpoint
     tied = getattr(model.config, "tie_word_embeddings", False)
