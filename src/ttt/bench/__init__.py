@@ -13,6 +13,9 @@ a table:
     inner_optimizers   GD vs momentum vs Adam vs Muon (and a forget gate) as the inner loop, at equal outer budget
     inner_grad_growth  growth of the outer gradient through TTT-MLP's inner loop with length and inner rate
     convert_memory     peak memory of `ttt convert jax` on a synthetic full-size train state
+    fast_decode        eager / compiled / AOT-package decode per weight format vs the weight-streaming limit, cold start
+    autocast_profile   where bf16 autocast prefill spends its time (casts, float32 elementwise, bf16 products)
+    serve_load         load against `ttt serve` (also `ttt bench serve`), itself unbatched and `transformers serve`
 """
 
 from .cli import run_bench
