@@ -204,21 +204,23 @@ class DecodeArtifact:
             self._runner = torch._inductor.aoti_load_package(str(self.path))
         return self._runner
 
-    def fits(self, cache: TTTCache) -> bool:
+    def _layout(self, cache: TTTCache) -> list[dict[str, Tensor]] | None:
+        """The cache's tensors per layer when they have the names and dtype the package was built for, else None."""
         if cache.batch_size != self.batch_size or len(cache.layers) != len(self.names):
-            return False
-        for layer, names in zip(cache.layers, self.names):
-            tensors = layer.named_tensors()
+            return None
+        layers = [layer.named_tensors() for layer in cache.layers]
+        for tensors, names in zip(layers, self.names):
             if list(tensors) != names or tensors[names[0]].dtype != self.dtype:
-                return False
-        return True
+                return None
+        return layers
 
     def step(self, input_ids: Tensor, cache: TTTCache) -> Tensor | None:
-        if not self.fits(cache):
+        layers = self._layout(cache)
+        if layers is None:
             return None
         # the package reads its inputs with the strides it was traced with (contiguous); the initial weights are
         # expanded over the batch (stride 0) until a row's first mini-batch closes
-        flat = [t.contiguous() for layer in cache.layers for t in layer.named_tensors().values()]
+        flat = [t.contiguous() for tensors in layers for t in tensors.values()]
         logits, *new = self.runner(input_ids, *flat)
         out = iter(new)
         for layer, names in zip(cache.layers, self.names):
