@@ -1,3 +1,9 @@
+import os
+
+# The Triton kernels (tests/ops/triton) run in Triton's CPU interpreter: the variable must be set before triton is
+# first imported (torch imports it), since triton decides at decoration time, its own library included.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
 

@@ -74,6 +74,8 @@ class TTTLayerConfig:
             raise ValueError(
                 f"{self._name('implementation')} must be one of {IMPLEMENTATIONS}, got {self.implementation!r}"
             )
+        if self.implementation == "triton":
+            self._check_triton()
         if self.token_factor not in TOKEN_FACTORS:
             raise ValueError(f"token_factor must be one of {TOKEN_FACTORS}, got {self.token_factor!r}")
         for name in ("share_qk", "use_gate", "inner_bias", "inner_norm", "inner_residual", "learnable_init"):
@@ -87,6 +89,28 @@ class TTTLayerConfig:
             raise ValueError(f"inner_weight_decay must be a number in [0, 1), got {decay!r}")
         if self.share_qk and (not isinstance(self.conv_kernel, int) or self.conv_kernel < 1):
             raise ValueError(f"conv_kernel must be >= 1 with share_qk, got {self.conv_kernel!r}")
+
+    def _check_triton(self) -> None:
+        """The Triton kernels (`ttt.ops.triton`) run the paper's layer with power-of-two tiles; name what differs."""
+        name = self._name("implementation")
+        unsupported = {
+            "inner_optimizer": self.inner_optimizer.name != "gd",
+            "inner_norm": not self.inner_norm,
+            "inner_residual": not self.inner_residual,
+            "inner_bias": not self.inner_bias,
+            "inner_weight_decay": self.inner_weight_decay > 0,
+            "forget_gate": self.forget_gate,
+        }
+        for option, differs in unsupported.items():
+            if differs:
+                value = self.inner_optimizer.name if option == "inner_optimizer" else getattr(self, option)
+                raise ValueError(
+                    f"{name}='triton' runs the paper's inner loop (gd, inner_norm, inner_residual, inner_bias, no "
+                    f"retention); {option}={value!r} needs another implementation ('auto')"
+                )
+        for option, value in (("mini_batch_size", self.mini_batch_size), ("head_dim", self.head_dim)):
+            if value < 16 or value & (value - 1):
+                raise ValueError(f"{name}='triton' needs a power of two >= 16 for {option}, got {value}")
 
     @staticmethod
     def _name(name: str) -> str:

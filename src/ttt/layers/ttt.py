@@ -50,6 +50,10 @@ class TTTBase(nn.Module):
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown option(s) {', '.join(unknown)}; known: {sorted(known)}")
         config = TTTLayerConfig(hidden_size=hidden_size, num_heads=num_heads, **options)
+        if config.implementation == "triton" and self.inner_param_names != ("W1", "b1"):
+            raise ValueError(
+                f"{type(self).__name__}: ttt_implementation='triton' has kernels for TTT-Linear only; use 'auto'"
+            )
         self.config = config
         self.inner_bias = config.inner_bias
         self.inner_norm = config.inner_norm

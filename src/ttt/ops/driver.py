@@ -1,44 +1,24 @@
-"""The mini-batch driver: lays a sequence out in mini-batches and runs them one after another.
+"""The mini-batch driver: lays a sequence out in mini-batches (`grid.py`) and runs them one after another.
 
-Rows may start at different offsets inside a mini-batch (a cache) and hold different numbers of real tokens
-(padding): tokens are laid out on a grid aligned to each row's mini-batch boundaries, empty slots get lr = 0, and a
-mini-batch closes only for the rows that fill it. Each mini-batch runs in the dual form (`dual.py`) when the inner
-optimizer is linear in the gradients, else with per-token weights (`materialized.py`); optionally through
-torch.compile (`compiled.py`) and with groups of mini-batches recomputed in backward (remat).
+Each mini-batch runs in the dual form (`dual.py`) when the inner optimizer is linear in the gradients, else with
+per-token weights (`materialized.py`); optionally through torch.compile (`compiled.py`) and with groups of
+mini-batches recomputed in backward (remat).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .compiled import compiled
 from .dual import Completion, dual_mini_batch
+from .grid import Grid
 from .materialized import materialized_mini_batch
 from .spec import InnerSpec
 from .state import TTTState
-
-
-def _to_grid(x: Tensor, slots: Tensor | None, front: int, grid_len: int) -> Tensor:
-    """Lay x [B, T, ...] out on the aligned grid [B, grid_len, ...] (zeros in empty slots)."""
-    if slots is None:
-        pad = [0, 0] * (x.dim() - 2) + [front, grid_len - front - x.shape[1]]
-        return F.pad(x, pad)
-    grid = x.new_zeros((x.shape[0], grid_len + 1) + x.shape[2:])
-    index = slots.view(slots.shape + (1,) * (x.dim() - 2)).expand_as(x)
-    return grid.scatter(1, index, x)[:, :grid_len]
-
-
-def _from_grid(y: Tensor, slots: Tensor | None, front: int, seq_len: int) -> Tensor:
-    if slots is None:
-        return y[:, front : front + seq_len]
-    index = slots.clamp(max=y.shape[1] - 1)
-    return y.gather(1, index.view(index.shape + (1,) * (y.dim() - 2)).expand(index.shape + y.shape[2:]))
 
 
 def ttt_dual(
@@ -72,25 +52,13 @@ def ttt_dual(
     b = spec.mini_batch_size
     if seq_len == 0:
         return q.new_zeros(q.shape), state
-    offsets = state.offset.tolist()
-    counts = [seq_len] * batch if lengths is None else [int(n) for n in lengths.tolist()]
-    ends = [o + n for o, n in zip(offsets, counts)]
-    n_mb = max(1, math.ceil(max(ends) / b))
-    grid_len = n_mb * b
-
-    uniform = len(set(offsets)) == 1 and all(n == seq_len for n in counts)
-    slots, front = None, offsets[0]
-    if not uniform:
-        steps = torch.arange(seq_len, device=q.device)
-        real = steps.unsqueeze(0) < torch.tensor(counts, device=q.device).unsqueeze(1)
-        # padding tokens go to a scratch slot past the grid
-        slots = torch.where(real, state.offset.unsqueeze(1) + steps.unsqueeze(0), grid_len)
+    grid = Grid.build(state.offset, lengths, seq_len, b)
+    n_mb = grid.n_mb
 
     def mini_batches(x: Tensor) -> tuple[Tensor, ...]:
         # [B, grid_len, H, ...] -> n_mb × [B, H, b, ...], each contiguous: its strides then do not depend on the
         # sequence length, so a compiled mini-batch step (static shapes and strides) is not recompiled per length
-        x = _to_grid(x, slots, front, grid_len)
-        x = x.view(batch, n_mb, b, heads, -1).permute(1, 0, 3, 2, 4).contiguous()
+        x = grid.place(x).view(batch, n_mb, b, heads, -1).permute(1, 0, 3, 2, 4).contiguous()
         return x.unbind(0)
 
     qs, ks, vs = mini_batches(q), mini_batches(k), mini_batches(v)
@@ -102,7 +70,7 @@ def ttt_dual(
 
     completions: list[Completion] = []
     for m in range(n_mb):
-        done = [(m + 1) * b <= e for e in ends]
+        done = grid.completes(m)
         completions.append(all(done) or (any(done) and torch.tensor(done, device=q.device)))
 
     def run(first: int, last: int, carry: TTTState):
@@ -124,9 +92,5 @@ def ttt_dual(
         outs.extend(chunk)
 
     # n_mb × [B, H, b, D] -> [B, grid_len, H, D]
-    out = torch.stack(outs, dim=1).permute(0, 1, 3, 2, 4).reshape(batch, grid_len, heads, head_dim)
-    out = _from_grid(out, slots, front, seq_len)
-    if slots is not None:
-        out = out * (slots < grid_len).unsqueeze(-1).unsqueeze(-1).to(out.dtype)
-    new_offset = torch.tensor([e % b for e in ends], dtype=torch.long, device=q.device)
-    return out, dataclasses.replace(carry, offset=new_offset)
+    out = torch.stack(outs, dim=1).permute(0, 1, 3, 2, 4).reshape(batch, grid.grid_len, heads, head_dim)
+    return grid.take(out, seq_len), dataclasses.replace(carry, offset=grid.next_offset(q.device))

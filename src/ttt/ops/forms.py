@@ -5,6 +5,8 @@ compiled   the same, each through torch.compile (the decode step unless already 
 dual       the mini-batch driver with the dual (or, for a non-linear optimizer, per-token-weights) kernel
 primal     the primal step token by token
 naive      the token-by-token oracle with autograd inner gradients (slow; the reference)
+triton     the fused Triton kernels (`triton/`, TTT-Linear; needs the triton package and CUDA tensors, or Triton's
+           CPU interpreter): one launch per call over every mini-batch, the fused step for one token in inference
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .primal import ttt_primal, ttt_primal_step
 from .spec import InnerSpec
 from .state import TTTState
 
-IMPLEMENTATIONS = ("auto", "dual", "primal", "naive", "compiled")
+IMPLEMENTATIONS = ("auto", "dual", "primal", "naive", "compiled", "triton")
 
 
 def ttt_forward(
@@ -39,6 +41,16 @@ def ttt_forward(
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     seq_len = q.shape[1]
+    if implementation == "triton":
+        # imported here: triton is an optional dependency
+        from .triton import ttt_triton, ttt_triton_step
+
+        if seq_len == 1 and not torch.is_grad_enabled():
+            valid = None if lengths is None else lengths > 0
+            r = None if retention is None else retention[:, 0]
+            z, new_state = ttt_triton_step(q[:, 0], k[:, 0], v[:, 0], lr[:, 0], spec, state, valid, r)
+            return z.unsqueeze(1), new_state
+        return ttt_triton(q, k, v, lr, spec, state, lengths, retention)
     if implementation == "auto":
         implementation = "primal" if seq_len == 1 else "dual"
     if implementation in ("primal", "compiled") and seq_len == 1:
