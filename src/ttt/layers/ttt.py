@@ -50,9 +50,9 @@ class TTTBase(nn.Module):
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown option(s) {', '.join(unknown)}; known: {sorted(known)}")
         config = TTTLayerConfig(hidden_size=hidden_size, num_heads=num_heads, **options)
-        if config.implementation == "triton" and self.inner_param_names != ("W1", "b1"):
+        if config.implementation == "triton" and self.inner_param_names not in (("W1", "b1"), ("W1", "b1", "W2", "b2")):
             raise ValueError(
-                f"{type(self).__name__}: ttt_implementation='triton' has kernels for TTT-Linear only; use 'auto'"
+                f"{type(self).__name__}: ttt_implementation='triton' has kernels for TTT-Linear and TTT-MLP only"
             )
         self.config = config
         self.inner_bias = config.inner_bias

@@ -25,8 +25,8 @@ class TTTConfig(PreTrainedConfig):
     `tie_word_embeddings`. `remat_mini_batch_group_size` (the JAX name and meaning): mini-batches per gradient
     checkpoint group in the dual form, 0 = off. `ttt_implementation`: "auto" (dual for several tokens, primal step
     for one), "compiled" (the same with each mini-batch / decode step through torch.compile: the fast path on CPU),
-    "triton" (fused Triton kernels for TTT-Linear on CUDA: ttt.ops.triton, docs/triton.md), or force "dual", "primal"
-    or "naive" (the slow oracle).
+    "triton" (fused Triton kernels for TTT-Linear and TTT-MLP on CUDA: ttt.ops.triton, docs/triton.md), or force
+    "dual", "primal" or "naive" (the slow oracle).
 
     Ablations: `inner_bias`, `inner_norm`, `inner_residual`, `learnable_init` (W0 learned or 0), `lr_gate` (learned
     η gate or the constant ttt_base_lr / head_dim), `token_factor` ("learned", "harmonic" 1/(i+1), "one").

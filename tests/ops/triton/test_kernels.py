@@ -38,14 +38,17 @@ def run(form, inputs: dict, params: tuple, batch: int, dtype=torch.float64, leng
     return form(x["q"], x["k"], x["v"], x["lr"], x["spec"], state, lengths)
 
 
-# B = H = 2, except one head at head_dim 64 (the interpreter's time grows with the tile)
-SHAPES = [(2, t, 1 if d == 64 else 2, d) for t in (1, 15, 16, 17, 48, 63) for d in (16, 32, 64)]
+# B = H = 2, except one head at head_dim 64 (the interpreter's time grows with the tile); TTT-MLP (hidden 4D) at
+# every length for head_dim 16 and at one length for the larger head dims
+LENGTHS = (1, 15, 16, 17, 48, 63)
+SHAPES = [("linear", 2, t, 1 if d == 64 else 2, d) for t in LENGTHS for d in (16, 32, 64)]
+SHAPES += [("mlp", 2, t, 2, 16) for t in LENGTHS] + [("mlp", 2, 17, 2, 32), ("mlp", 1, 17, 1, 64)]
 
 
-@pytest.mark.parametrize("batch,seq_len,heads,dim", SHAPES, ids=lambda v: str(v))
-def test_forward_and_gradients_equal_the_dual_form(batch, seq_len, heads, dim):
+@pytest.mark.parametrize("kind,batch,seq_len,heads,dim", SHAPES, ids=lambda v: str(v))
+def test_forward_and_gradients_equal_the_dual_form(kind, batch, seq_len, heads, dim):
     inputs = scaled_inputs(batch, seq_len, heads, dim)
-    params = inner_params("linear", heads, dim)
+    params = inner_params(kind, heads, dim)
     outs = {}
     for name, form, dtype in (("triton", ttt_triton, torch.float32), ("dual", ttt_dual, torch.float64)):
         x = cast(inputs, dtype)
@@ -62,25 +65,26 @@ def test_forward_and_gradients_equal_the_dual_form(batch, seq_len, heads, dim):
     assert rel(z, z_ref) < FORWARD_TOL
     for got, want in zip(final, final_ref):
         assert rel(got, want) < FORWARD_TOL
-    names = ["q", "k", "v", "lr", "token_factor", "ln_weight", "ln_bias", "W0", "b0"]
+    names = ["q", "k", "v", "lr", "token_factor", "ln_weight", "ln_bias", "W1", "b1", "W2", "b2"]
     for name, got, want in zip(names, grads, grads_ref):
         assert rel(got, want) < GRAD_TOL, name
 
 
-def test_equals_the_naive_oracle():
-    inputs, params = scaled_inputs(2, 37, 2, 16), inner_params("linear", 2, 16)
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_equals_the_naive_oracle(kind):
+    inputs, params = scaled_inputs(2, 37, 2, 16), inner_params(kind, 2, 16)
     z, state = run(ttt_triton, inputs, params, 2, torch.float32)
     z_ref, state_ref = run(ttt_naive, inputs, params, 2)
     assert rel(z, z_ref) < FORWARD_TOL
     assert rel(state.params[0], state_ref.params[0]) < FORWARD_TOL
 
 
-@pytest.mark.parametrize("split", [5, 16, 21], ids=lambda s: f"split{s}")
-def test_two_calls_equal_one_with_gradients_through_the_carried_state(split):
+@pytest.mark.parametrize("kind,split", [("linear", 5), ("linear", 16), ("linear", 21), ("mlp", 21)])
+def test_two_calls_equal_one_with_gradients_through_the_carried_state(kind, split):
     """Prefill in two calls (the second starts at an unaligned offset with carried gradient sums) equals one call,
     forward and in the gradients of every input, the initial weights included."""
     batch, seq_len, heads, dim = 2, 40, 2, 16
-    inputs, params = scaled_inputs(batch, seq_len, heads, dim), inner_params("linear", heads, dim)
+    inputs, params = scaled_inputs(batch, seq_len, heads, dim), inner_params(kind, heads, dim)
 
     def once(two_calls: bool):
         x = cast(inputs, torch.float32)
@@ -110,10 +114,11 @@ def test_two_calls_equal_one_with_gradients_through_the_carried_state(split):
         assert rel(a, b) < GRAD_TOL
 
 
-def test_unaligned_offsets_and_padding_equal_the_dual_form():
+@pytest.mark.parametrize("kind,dim", [("linear", 32), ("mlp", 16)])
+def test_unaligned_offsets_and_padding_equal_the_dual_form(kind, dim):
     """Rows at different offsets in their mini-batch, with different real lengths (padding), across two calls."""
-    batch, seq_len, heads, dim = 3, 21, 2, 32
-    inputs, params = scaled_inputs(batch, seq_len, heads, dim), inner_params("linear", heads, dim)
+    batch, seq_len, heads = 3, 21, 2
+    inputs, params = scaled_inputs(batch, seq_len, heads, dim), inner_params(kind, heads, dim)
     lengths = torch.tensor([21, 9, 16])
     state32, state64 = None, None
     for _ in range(2):
@@ -126,9 +131,10 @@ def test_unaligned_offsets_and_padding_equal_the_dual_form():
     assert state32.offset.tolist() == [42 % 16, 18 % 16, 32 % 16]
 
 
-def test_a_padded_row_equals_the_row_alone():
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_a_padded_row_equals_the_row_alone(kind):
     batch, seq_len, heads, dim = 2, 30, 1, 16
-    inputs, params = scaled_inputs(batch, seq_len, heads, dim), inner_params("linear", heads, dim)
+    inputs, params = scaled_inputs(batch, seq_len, heads, dim), inner_params(kind, heads, dim)
     z, state = run(ttt_triton, inputs, params, batch, torch.float32, torch.tensor([30, 19]))
     alone = {name: (t[1:2, :19] if name in ("q", "k", "v", "lr") else t) for name, t in inputs.items()}
     z_alone, state_alone = run(ttt_triton, alone, params, 1, torch.float32)
@@ -138,11 +144,11 @@ def test_a_padded_row_equals_the_row_alone():
         assert rel(a[1:2], b) < FORWARD_TOL
 
 
-@pytest.mark.parametrize("dim", [16, 64])
-def test_the_step_kernel_equals_the_primal_step(dim):
+@pytest.mark.parametrize("kind,dim", [("linear", 16), ("linear", 64), ("mlp", 16), ("mlp", 32)])
+def test_the_step_kernel_equals_the_primal_step(kind, dim):
     """Decode: 20 tokens one by one from a prefilled state, one row padded every other step."""
     batch, heads = 3, 2
-    inputs, params = scaled_inputs(batch, 20, heads, dim), inner_params("linear", heads, dim)
+    inputs, params = scaled_inputs(batch, 20, heads, dim), inner_params(kind, heads, dim)
     _, state = run(ttt_triton, inputs, params, batch, torch.float32, torch.tensor([20, 7, 13]))
     reference = state.map(lambda t: t.double() if t.is_floating_point() else t)
     x32, x64 = cast(inputs, torch.float32), inputs
@@ -178,8 +184,8 @@ def test_unsupported_layers_and_inputs_are_refused(monkeypatch):
     x = cast(inputs, torch.float32)
     state = TTTState.initial(tuple(p.float() for p in params), 1)
     args = (x["q"], x["k"], x["v"], x["lr"])
-    with pytest.raises(ValueError, match="TTT-MLP"):
-        ttt_triton(*args, x["spec"], TTTState.initial(inner_params("mlp", 1, 16, dtype=torch.float32), 1))
+    with pytest.raises(ValueError, match="inner_bias=False"):
+        ttt_triton(*args, x["spec"], TTTState.initial(inner_params("mlp", 1, 16, False, torch.float32), 1))
     with pytest.raises(ValueError, match="inner_norm=False"):
         ttt_triton(*args, x["spec"].__class__(x["spec"].token_factor), state)
     with pytest.raises(ValueError, match="float32 or bfloat16"):

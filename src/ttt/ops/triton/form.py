@@ -1,4 +1,5 @@
-"""The Triton forms of TTT-Linear with the common signature `form(q, k, v, lr, spec, state, lengths, retention)`.
+"""The Triton forms of TTT-Linear and TTT-MLP, with the common signature
+`form(q, k, v, lr, spec, state, lengths, retention)`.
 
 `ttt_triton` is the dual form over a whole call (prefill, training): the tokens go on the mini-batch grid of
 `ops/grid.py` (so per-row offsets and padding work as in `ttt_dual`) and one kernel launch per direction runs every
@@ -14,18 +15,20 @@ from torch import Tensor
 
 from ..grid import Grid
 from ..spec import InnerSpec
-from ..state import TTTState
-from .function import TTTLinearFunction, ttt_linear_step
+from ..state import Params, TTTState, layer_weight
+from .function import KERNELS, TTTFunction, step
 
-PAPER_LAYER = "the paper's TTT-Linear (inner_optimizer='gd', inner_norm, inner_residual, inner_bias, no retention)"
+PAPER_LAYER = (
+    "the paper's TTT-Linear / TTT-MLP (inner_optimizer='gd', inner_norm, inner_residual, inner_bias, no retention)"
+)
 
 
 def check_supported(spec: InnerSpec, state: TTTState, q: Tensor, retention: Tensor | None) -> None:
     """Raise ValueError (naming what differs) unless the kernels compute this inner loop and these inputs."""
     problems = []
-    if len(state.params) != 2:
-        problems.append("the inner model is an MLP (TTT-MLP has no Triton kernel yet)")
-    elif state.params[1] is None:
+    if len(state.params) not in (2, 4):
+        problems.append(f"an inner model of {len(state.params) // 2} layers (the kernels: TTT-Linear, TTT-MLP)")
+    elif any(bias is None for bias in state.params[1::2]):
         problems.append("inner_bias=False")
     if spec.optimizer.name != "gd":
         problems.append(f"inner_optimizer={spec.optimizer.name!r}")
@@ -50,24 +53,29 @@ def check_supported(spec: InnerSpec, state: TTTState, q: Tensor, retention: Tens
         )
 
 
-def _inner_state(state: TTTState, batch: int, heads: int, dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(W [B, H, D, D], b [B, H, D], G_W, G_b) in fp32, contiguous (a W0 expanded over rows is copied)."""
-    w, b = state.params
-    gw, gb = state.grad_sums_or_zeros()
-    assert w is not None and b is not None and gw is not None and gb is not None
-    square, row = (batch, heads, dim, dim), (batch, heads, dim)
-    return (
-        w.expand(square).float().contiguous(),
-        b.expand(batch, heads, 1, dim).reshape(row).float().contiguous(),
-        gw.expand(square).float().contiguous(),
-        gb.expand(batch, heads, 1, dim).reshape(row).float().contiguous(),
-    )
+def _kind(state: TTTState) -> str:
+    return "linear" if len(state.params) == 2 else "mlp"
 
 
-def _new_state(inner: tuple[Tensor, ...], dtype: torch.dtype, offset: Tensor) -> TTTState:
-    w, b, gw, gb = (t.to(dtype) for t in inner)
-    batch, heads, dim = b.shape
-    return TTTState((w, b.view(batch, heads, 1, dim)), (gw, gb.view(batch, heads, 1, dim)), offset)
+def _pack(params: Params, kind: str, batch: int, heads: int, dim: int) -> Tensor:
+    """The inner tensors (each [B or 1, H, rows, cols], a W0 possibly expanded over rows) as one [B, H, P] fp32."""
+    flat = []
+    for p, (rows, cols) in zip(params, KERNELS[kind].sizes(dim)):
+        assert p is not None
+        flat.append(p.expand(batch, heads, rows, cols).reshape(batch, heads, rows * cols))
+    return torch.cat(flat, dim=-1).float().contiguous()
+
+
+def _unpack(packed: Tensor, kind: str, dim: int, dtype: torch.dtype) -> Params:
+    """Inverse of `_pack`: [B, H, P] -> the inner tensors [B, H, rows, cols] in `dtype`."""
+    batch, heads, _ = packed.shape
+    sizes = KERNELS[kind].sizes(dim)
+    parts = packed.split([rows * cols for rows, cols in sizes], dim=-1)
+    return tuple(t.view(batch, heads, rows, cols).to(dtype) for t, (rows, cols) in zip(parts, sizes))
+
+
+def _new_state(kind: str, packed: tuple[Tensor, Tensor], dim: int, dtype: torch.dtype, offset: Tensor) -> TTTState:
+    return TTTState(_unpack(packed[0], kind, dim, dtype), _unpack(packed[1], kind, dim, dtype), offset)
 
 
 def _norm(spec: InnerSpec) -> tuple[Tensor, Tensor]:
@@ -98,12 +106,15 @@ def ttt_triton(
         return grid.place(x).transpose(1, 2).contiguous()
 
     ends = torch.tensor(grid.ends, dtype=torch.long, device=q.device)
-    inner = _inner_state(state, batch, heads, dim)
-    out, *final = TTTLinearFunction.apply(
-        lay(q), lay(k), lay(v), lay(lr.to(q.dtype)), spec.token_factor, *_norm(spec), *inner, ends, spec.eps
+    kind = _kind(state)
+    s0 = _pack(state.params, kind, batch, heads, dim)
+    g0 = _pack(state.grad_sums_or_zeros(), kind, batch, heads, dim)
+    tf = spec.token_factor.contiguous()
+    out, s, g = TTTFunction.apply(
+        kind, lay(q), lay(k), lay(v), lay(lr.to(q.dtype)), tf, *_norm(spec), s0, g0, ends, spec.eps
     )
-    dtype = state.params[0].dtype if state.params[0] is not None else torch.float32
-    return grid.take(out.transpose(1, 2), seq_len), _new_state(final, dtype, grid.next_offset(q.device))
+    new_state = _new_state(kind, (s, g), dim, layer_weight(state.params, 0).dtype, grid.next_offset(q.device))
+    return grid.take(out.transpose(1, 2), seq_len), new_state
 
 
 def ttt_triton_step(
@@ -122,7 +133,10 @@ def ttt_triton_step(
     batch, heads, dim = q.shape
     keep = torch.ones(batch, device=q.device) if valid is None else valid.float()
     ln_weight, ln_bias = _norm(spec)
-    out, inner = ttt_linear_step(
+    kind = _kind(state)
+    packed = (_pack(state.params, kind, batch, heads, dim), _pack(state.grad_sums_or_zeros(), kind, batch, heads, dim))
+    out, s, g = step(
+        kind,
         q.contiguous(),
         k.contiguous(),
         v.contiguous(),
@@ -130,11 +144,10 @@ def ttt_triton_step(
         spec.token_factor.detach().contiguous(),
         ln_weight.detach(),
         ln_bias.detach(),
-        _inner_state(state, batch, heads, dim),
+        packed,
         state.offset.contiguous(),
         keep,
         spec.eps,
     )
     offset = (state.offset + keep.long()) % spec.mini_batch_size
-    dtype = state.params[0].dtype if state.params[0] is not None else torch.float32
-    return out, _new_state(inner, dtype, offset)
+    return out, _new_state(kind, (s, g), dim, layer_weight(state.params, 0).dtype, offset)

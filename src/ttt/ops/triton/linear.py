@@ -14,7 +14,8 @@ X̄ = queries, as in `ops/dual.py`, the paper's dual form, Sec. 2.5), with η[i,
 The backward kernel walks the mini-batches in reverse from the weights saved at each mini-batch start and recomputes
 the rest (as the dual form's remat does). The step kernel is the primal step (`ops/primal.py`) for one token.
 Tiles: tokens × head_dim with b and D powers of two ≥ 16 (`tl.dot`). Tensors are contiguous: q, k, v, out
-[B, H, N, D] on the grid of `ops/grid.py`, lr [B, H, N], states [B, H, D, D] and [B, H, D].
+[B, H, N, D] on the grid of `ops/grid.py`, lr [B, H, N]; the weights and the gradient sums are packed per (row, head)
+as [B, H, P] with P = D·D + D: W row-major, then b.
 """
 
 from __future__ import annotations
@@ -22,73 +23,29 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _ln_stats(z, D: tl.constexpr, eps):
-    """x̂ = (z − μ) / σ and σ = sqrt(var + ε) over the last dim of z [M, D] (biased variance, as `ops/ln.py`)."""
-    mu = tl.sum(z, axis=1) / D
-    centred = z - mu[:, None]
-    std = tl.sqrt(tl.sum(centred * centred, axis=1) / D + eps)
-    return centred / std[:, None], std
-
-
-@triton.jit
-def _ln_bwd(dy, x_hat, std, D: tl.constexpr):
-    """∂/∂z of the normalisation x̂(z), given dy = ∂/∂x̂ [M, D]."""
-    mean_dy = tl.sum(dy, axis=1) / D
-    mean_dy_x = tl.sum(dy * x_hat, axis=1) / D
-    return (dy - mean_dy[:, None] - x_hat * mean_dy_x[:, None]) / std[:, None]
-
-
-@triton.jit
-def _ln_l2_grad(x_hat, std, target, gamma, beta, D: tl.constexpr):
-    """ĝ = γ ⊙ (LN(z) − t) and g = ∂/∂z ½‖LN(z) − t‖² (`ops/ln.py: ln_fused_l2_bwd`), for z [M, D]."""
-    g_hat = (gamma[None, :] * x_hat + beta[None, :] - target) * gamma[None, :]
-    sum_g = tl.sum(g_hat, axis=1)
-    sum_gx = tl.sum(g_hat * x_hat, axis=1)
-    g = (D * g_hat - sum_g[:, None] - x_hat * sum_gx[:, None]) / (D * std[:, None])
-    return g_hat, g
-
-
-@triton.jit
-def _ln_l2_grad_bwd(dg, g, g_hat, x_hat, std, target, gamma, beta, D: tl.constexpr):
-    """Backward of `_ln_l2_grad` (second order in z): from dg = ∂/∂g, the gradients of z, t, γ and β.
-
-    g = (ĝ − mean ĝ − x̂ mean(ĝ x̂)) / σ with ĝ = γ ⊙ (γ x̂ + β − t); σ enters g directly (∂σ/∂z = x̂ / D) and
-    through x̂ (`_ln_bwd`)."""
-    a = dg / std[:, None]
-    mean_a = tl.sum(a, axis=1) / D
-    mean_ax = tl.sum(a * x_hat, axis=1) / D
-    mean_gx = tl.sum(g_hat * x_hat, axis=1) / D
-    d_g_hat = a - mean_a[:, None] - x_hat * mean_ax[:, None]
-    d_x_hat = -mean_gx[:, None] * a - g_hat * mean_ax[:, None] + d_g_hat * gamma[None, :] * gamma[None, :]
-    d_std = -tl.sum(a * g, axis=1)
-    dz = _ln_bwd(d_x_hat, x_hat, std, D) + d_std[:, None] * x_hat / D
-    d_target = -d_g_hat * gamma[None, :]
-    d_gamma = tl.sum(d_g_hat * (2.0 * gamma[None, :] * x_hat + beta[None, :] - target), axis=0)
-    d_beta = tl.sum(d_g_hat * gamma[None, :], axis=0)
-    return dz, d_target, d_gamma, d_beta
+from .common import ln_bwd, ln_l2_grad, ln_l2_grad_bwd, ln_stats
 
 
 @triton.jit
 def ttt_linear_fwd_kernel(
-    Q, K, V, LR, TF, LN_W, LN_B, W0, B0, GW0, GB0, ENDS,
-    OUT, W_OUT, B_OUT, GW_OUT, GB_OUT, W_SAVE, B_SAVE,
+    Q, K, V, LR, TF, LN_W, LN_B, S0, G0, ENDS,
+    OUT, S_OUT, G_OUT, S_SAVE,
     H, N, N_MB, eps,
     D: tl.constexpr, MB: tl.constexpr, SAVE: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """One program per (row, head): the mini-batches of the row up to ENDS[row], then the final state.
-    SAVE: store W, b at each mini-batch start into W_SAVE [B, H, N_MB, D, D], B_SAVE [B, H, N_MB, D]."""
+    SAVE: store the weights at each mini-batch start into S_SAVE [B, H, N_MB, P]."""
     row = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1).to(tl.int64)
     bh = row * H + head
+    P = D * D + D
     rd = tl.arange(0, D)
     rm = tl.arange(0, MB)
     dd = rd[:, None] * D + rd[None, :]
-    w = tl.load(W0 + bh * D * D + dd)
-    bias = tl.load(B0 + bh * D + rd)
-    gw = tl.load(GW0 + bh * D * D + dd)
-    gb = tl.load(GB0 + bh * D + rd)
+    w = tl.load(S0 + bh * P + dd)
+    bias = tl.load(S0 + bh * P + D * D + rd)
+    gw = tl.load(G0 + bh * P + dd)
+    gb = tl.load(G0 + bh * P + D * D + rd)
     gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
     beta = tl.load(LN_B + head * D + rd).to(tl.float32)
     tf = tl.load(TF + rm).to(tl.float32)
@@ -97,22 +54,22 @@ def ttt_linear_fwd_kernel(
     causal = rm[:, None] >= rm[None, :]
     for m in range(0, tl.cdiv(end, MB)):
         if SAVE:
-            tl.store(W_SAVE + (bh * N_MB + m) * D * D + dd, w)
-            tl.store(B_SAVE + (bh * N_MB + m) * D + rd, bias)
+            tl.store(S_SAVE + (bh * N_MB + m) * P + dd, w)
+            tl.store(S_SAVE + (bh * N_MB + m) * P + D * D + rd, bias)
         tok = bh * N + m * MB + rm
         md = tok[:, None] * D + rd[None, :]
         x = tl.load(K + md).to(tl.float32)
         xq = tl.load(Q + md).to(tl.float32)
         val = tl.load(V + md).to(tl.float32)
         lr = tl.load(LR + tok).to(tl.float32)
-        x_hat, std = _ln_stats(tl.dot(x, w, input_precision=PREC) + bias[None, :], D, eps)
-        _, g = _ln_l2_grad(x_hat, std, val - x, gamma, beta, D)
+        x_hat, std = ln_stats(tl.dot(x, w, input_precision=PREC) + bias[None, :], D, eps)
+        _, g = ln_l2_grad(x_hat, std, val - x, gamma, beta, D)
         eta = tl.where(causal, tf[:, None] * lr[None, :], 0.0)
         attn = tl.dot(xq, tl.trans(x), input_precision=PREC) + 1.0
         carried = tl.dot(xq, gw, input_precision=PREC) + gb[None, :]
         zq = tl.dot(xq, w, input_precision=PREC) + bias[None, :] - tf[:, None] * carried
         zq -= tl.dot(eta * attn, g, input_precision=PREC)
-        zq_hat, _ = _ln_stats(zq, D, eps)
+        zq_hat, _ = ln_stats(zq, D, eps)
         tl.store(OUT + md, (xq + gamma[None, :] * zq_hat + beta[None, :]).to(OUT.dtype.element_ty))
         p = lr[:, None] * g
         gw += tl.dot(tl.trans(x), p, input_precision=PREC)
@@ -122,17 +79,17 @@ def ttt_linear_fwd_kernel(
         bias -= close * tf_last * gb
         gw *= 1.0 - close
         gb *= 1.0 - close
-    tl.store(W_OUT + bh * D * D + dd, w)
-    tl.store(B_OUT + bh * D + rd, bias)
-    tl.store(GW_OUT + bh * D * D + dd, gw)
-    tl.store(GB_OUT + bh * D + rd, gb)
+    tl.store(S_OUT + bh * P + dd, w)
+    tl.store(S_OUT + bh * P + D * D + rd, bias)
+    tl.store(G_OUT + bh * P + dd, gw)
+    tl.store(G_OUT + bh * P + D * D + rd, gb)
 
 
 @triton.jit
 def ttt_linear_bwd_kernel(
-    Q, K, V, LR, TF, LN_W, LN_B, GW0, GB0, ENDS, W_SAVE, B_SAVE,
-    D_OUT, D_W, D_B, D_GW, D_GB,
-    DQ, DK, DV, DLR, DTF, DLN_W, DLN_B, DW0, DB0, DGW0, DGB0,
+    Q, K, V, LR, TF, LN_W, LN_B, G0, ENDS, S_SAVE,
+    D_OUT, D_S, D_G,
+    DQ, DK, DV, DLR, DTF, DLN_W, DLN_B, DS0, DG0,
     H, N, N_MB, eps,
     D: tl.constexpr, MB: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
@@ -144,11 +101,12 @@ def ttt_linear_bwd_kernel(
     row = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1).to(tl.int64)
     bh = row * H + head
+    P = D * D + D
     rd = tl.arange(0, D)
     rm = tl.arange(0, MB)
     dd = rd[:, None] * D + rd[None, :]
-    gw0 = tl.load(GW0 + bh * D * D + dd)
-    gb0 = tl.load(GB0 + bh * D + rd)
+    gw0 = tl.load(G0 + bh * P + dd)
+    gb0 = tl.load(G0 + bh * P + D * D + rd)
     gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
     beta = tl.load(LN_B + head * D + rd).to(tl.float32)
     tf = tl.load(TF + rm).to(tl.float32)
@@ -156,10 +114,10 @@ def ttt_linear_bwd_kernel(
     end = tl.load(ENDS + row)
     causal = rm[:, None] >= rm[None, :]
     # gradients of the state after the mini-batch being walked (first: the final state's)
-    dw = tl.load(D_W + bh * D * D + dd)
-    db = tl.load(D_B + bh * D + rd)
-    dgw = tl.load(D_GW + bh * D * D + dd)
-    dgb = tl.load(D_GB + bh * D + rd)
+    dw = tl.load(D_S + bh * P + dd)
+    db = tl.load(D_S + bh * P + D * D + rd)
+    dgw = tl.load(D_G + bh * P + dd)
+    dgb = tl.load(D_G + bh * P + D * D + rd)
     d_gamma = tl.zeros((D,), dtype=tl.float32)
     d_beta = tl.zeros((D,), dtype=tl.float32)
     d_tf = tl.zeros((MB,), dtype=tl.float32)
@@ -171,8 +129,8 @@ def ttt_linear_bwd_kernel(
         first = tl.where(m == 0, 1.0, 0.0)
         gw_in = first * gw0
         gb_in = first * gb0
-        w = tl.load(W_SAVE + (bh * N_MB + m) * D * D + dd)
-        bias = tl.load(B_SAVE + (bh * N_MB + m) * D + rd)
+        w = tl.load(S_SAVE + (bh * N_MB + m) * P + dd)
+        bias = tl.load(S_SAVE + (bh * N_MB + m) * P + D * D + rd)
         tok = bh * N + m * MB + rm
         md = tok[:, None] * D + rd[None, :]
         x = tl.load(K + md).to(tl.float32)
@@ -182,14 +140,14 @@ def ttt_linear_bwd_kernel(
         d_out = tl.load(D_OUT + md).to(tl.float32)
         # recompute the forward of this mini-batch
         target = val - x
-        x_hat, std = _ln_stats(tl.dot(x, w, input_precision=PREC) + bias[None, :], D, eps)
-        g_hat, g = _ln_l2_grad(x_hat, std, target, gamma, beta, D)
+        x_hat, std = ln_stats(tl.dot(x, w, input_precision=PREC) + bias[None, :], D, eps)
+        g_hat, g = ln_l2_grad(x_hat, std, target, gamma, beta, D)
         eta = tl.where(causal, tf[:, None] * lr[None, :], 0.0)
         attn = tl.dot(xq, tl.trans(x), input_precision=PREC) + 1.0
         carried = tl.dot(xq, gw_in, input_precision=PREC) + gb_in[None, :]
         zq = tl.dot(xq, w, input_precision=PREC) + bias[None, :] - tf[:, None] * carried
         zq -= tl.dot(eta * attn, g, input_precision=PREC)
-        zq_hat, zq_std = _ln_stats(zq, D, eps)
+        zq_hat, zq_std = ln_stats(zq, D, eps)
         p = lr[:, None] * g
         gw_end = gw_in + tl.dot(tl.trans(x), p, input_precision=PREC)
         gb_end = gb_in + tl.sum(p, axis=0)
@@ -206,7 +164,7 @@ def ttt_linear_bwd_kernel(
         # out = X̄ + LN(Z̄)
         d_gamma += tl.sum(d_out * zq_hat, axis=0)
         d_beta += tl.sum(d_out, axis=0)
-        dzq = _ln_bwd(d_out * gamma[None, :], zq_hat, zq_std, D)
+        dzq = ln_bwd(d_out * gamma[None, :], zq_hat, zq_std, D)
         # Z̄ = X̄ W + b − tf ⊙ (X̄ G_W + G_b) − (η ⊙ A) g,  A = X̄ Xᵀ + 1
         tf_dzq = tf[:, None] * dzq
         dxq = d_out + tl.dot(dzq, tl.trans(w), input_precision=PREC)
@@ -225,7 +183,7 @@ def ttt_linear_bwd_kernel(
         d_tf += tl.sum(d_eta * lr[None, :], axis=1)
         dlr += tl.sum(d_eta * tf[:, None], axis=0)
         # g = ∂/∂Z ½‖LN(Z) − (V − X)‖²,  Z = X W + b
-        dz, d_target, d_gamma_g, d_beta_g = _ln_l2_grad_bwd(dg, g, g_hat, x_hat, std, target, gamma, beta, D)
+        dz, d_target, d_gamma_g, d_beta_g = ln_l2_grad_bwd(dg, g, g_hat, x_hat, std, target, gamma, beta, D)
         d_gamma += d_gamma_g
         d_beta += d_beta_g
         dx += tl.dot(dz, tl.trans(w), input_precision=PREC) - d_target
@@ -239,16 +197,16 @@ def ttt_linear_bwd_kernel(
     tl.store(DTF + bh * MB + rm, d_tf)
     tl.store(DLN_W + bh * D + rd, d_gamma)
     tl.store(DLN_B + bh * D + rd, d_beta)
-    tl.store(DW0 + bh * D * D + dd, dw)
-    tl.store(DB0 + bh * D + rd, db)
-    tl.store(DGW0 + bh * D * D + dd, dgw)
-    tl.store(DGB0 + bh * D + rd, dgb)
+    tl.store(DS0 + bh * P + dd, dw)
+    tl.store(DS0 + bh * P + D * D + rd, db)
+    tl.store(DG0 + bh * P + dd, dgw)
+    tl.store(DG0 + bh * P + D * D + rd, dgb)
 
 
 @triton.jit
 def ttt_linear_step_kernel(
-    Q, K, V, LR, TF, LN_W, LN_B, W, B, GW, GB, OFFSET, VALID,
-    OUT, W_NEW, B_NEW, GW_NEW, GB_NEW,
+    Q, K, V, LR, TF, LN_W, LN_B, S, G, OFFSET, VALID,
+    OUT, S_NEW, G_NEW,
     H, eps,
     D: tl.constexpr, MB: tl.constexpr,
 ):  # fmt: skip
@@ -258,12 +216,13 @@ def ttt_linear_step_kernel(
     row = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1).to(tl.int64)
     bh = row * H + head
+    P = D * D + D
     rd = tl.arange(0, D)
     dd = rd[:, None] * D + rd[None, :]
-    w = tl.load(W + bh * D * D + dd)
-    bias = tl.load(B + bh * D + rd)[None, :]
-    gw = tl.load(GW + bh * D * D + dd)
-    gb = tl.load(GB + bh * D + rd)[None, :]
+    w = tl.load(S + bh * P + dd)
+    bias = tl.load(S + bh * P + D * D + rd)[None, :]
+    gw = tl.load(G + bh * P + dd)
+    gb = tl.load(G + bh * P + D * D + rd)[None, :]
     gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
     beta = tl.load(LN_B + head * D + rd).to(tl.float32)
     x = tl.load(K + bh * D + rd).to(tl.float32)
@@ -276,17 +235,17 @@ def ttt_linear_step_kernel(
     tf_last = tl.load(TF + MB - 1).to(tl.float32)
     # [1, D] rows: a vector-matrix product is a broadcast and a sum over the input dim
     z = tl.sum(x[:, None] * w, axis=0)[None, :] + bias
-    x_hat, std = _ln_stats(z, D, eps)
-    _, g = _ln_l2_grad(x_hat, std, (val - x)[None, :], gamma, beta, D)
+    x_hat, std = ln_stats(z, D, eps)
+    _, g = ln_l2_grad(x_hat, std, (val - x)[None, :], gamma, beta, D)
     p = lr * g
     gw += x[:, None] * p
     gb += p
     zq = tl.sum(xq[:, None] * w, axis=0)[None, :] + bias - tf * (tl.sum(xq[:, None] * gw, axis=0)[None, :] + gb)
-    zq_hat, _ = _ln_stats(zq, D, eps)
+    zq_hat, _ = ln_stats(zq, D, eps)
     out = valid * (xq[None, :] + gamma[None, :] * zq_hat + beta[None, :])
     tl.store(OUT + bh * D + rd[None, :], out.to(OUT.dtype.element_ty))
     close = tl.where(offset + valid.to(tl.int64) == MB, 1.0, 0.0)
-    tl.store(W_NEW + bh * D * D + dd, w - close * tf_last * gw)
-    tl.store(B_NEW + bh * D + rd[None, :], bias - close * tf_last * gb)
-    tl.store(GW_NEW + bh * D * D + dd, (1.0 - close) * gw)
-    tl.store(GB_NEW + bh * D + rd[None, :], (1.0 - close) * gb)
+    tl.store(S_NEW + bh * P + dd, w - close * tf_last * gw)
+    tl.store(S_NEW + bh * P + D * D + rd[None, :], bias - close * tf_last * gb)
+    tl.store(G_NEW + bh * P + dd, (1.0 - close) * gw)
+    tl.store(G_NEW + bh * P + D * D + rd[None, :], (1.0 - close) * gb)
