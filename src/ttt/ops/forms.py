@@ -6,7 +6,8 @@ dual       the mini-batch driver with the dual (or, for a non-linear optimizer, 
 primal     the primal step token by token
 naive      the token-by-token oracle with autograd inner gradients (slow; the reference)
 triton     the fused Triton kernels (`triton/`, TTT-Linear and TTT-MLP; needs the triton package and CUDA tensors, or
-           Triton's CPU interpreter): one launch per call over every mini-batch, the fused step for one token in inference
+           Triton's CPU interpreter): one launch per call over every mini-batch, the fused step for one token in
+           inference
 """
 
 from __future__ import annotations
