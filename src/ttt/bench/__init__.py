@@ -14,6 +14,8 @@ a table:
     inner_grad_growth  growth of the outer gradient through TTT-MLP's inner loop with length and inner rate
     convert_memory     peak memory of `ttt convert jax` on a synthetic full-size train state
     fast_decode        eager / compiled / AOT-package decode per weight format vs the weight-streaming limit, cold start
+    coldstart          import, load, first-token and first decode times in fresh processes (also `ttt bench coldstart`)
+    prefill_scaling    prefill tokens/s and peak memory against T, one pass or chunked, and where the time goes
     autocast_profile   where bf16 autocast prefill spends its time (casts, float32 elementwise, bf16 products)
     serve_load         load against `ttt serve` (also `ttt bench serve`), itself unbatched and `transformers serve`
 """

@@ -5,6 +5,9 @@ Presets (every flag overrides them):
                     2 repeats below 8k, 1 from 8k, 300 s per job; designed for about 45 min at 125m on 2 cores
     --quick         T = 1k, 2k; batch-16 decode at 1k; training at 512; 1 repeat, 120 s limit (a few minutes)
     --smoke         the tiny size at T = 32: seconds, for CI (tests/bench)
+
+Sub-benchmarks with their own arguments: `ttt bench serve ...` (ttt.bench.serve_load: `ttt serve` under load) and
+`ttt bench coldstart ...` (ttt.bench.coldstart: import, load, first-token and first decode times, fresh processes).
 """
 
 from __future__ import annotations
@@ -98,12 +101,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--official-python", help="the interpreter for it (transformers < 4.50)")
     p.add_argument("--out", default="results/bench", help="output folder")
     p.add_argument("--from-raw", action="store_true", help="run nothing: rebuild the report from OUT/raw.jsonl")
-    # `ttt bench serve ARGS...`: the load benchmark of `ttt serve` (ttt.bench.serve_load), with its own arguments
+    # `ttt bench serve ARGS...` / `ttt bench coldstart ARGS...`: sub-benchmarks with their own arguments
     p.add_argument(
         "serve_args",
         nargs=argparse.REMAINDER,
-        metavar="serve ...",
-        help="`ttt bench serve --help`: the load benchmark of ttt serve (python -m ttt.bench.serve_load)",
+        metavar="serve|coldstart ...",
+        help="`ttt bench serve --help`: the load benchmark of ttt serve (python -m ttt.bench.serve_load); "
+        "`ttt bench coldstart --help`: import, load and first-token times of a saved model in fresh processes",
     )
 
 
@@ -247,11 +251,18 @@ def _stop(signum: int, frame: Any) -> None:
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     rest = getattr(args, "serve_args", None) or []
     if rest:
-        if rest[0] != "serve":
-            raise SpecError(f"unrecognized arguments: {' '.join(rest)} (the one sub-benchmark is `ttt bench serve`)")
-        from .serve_load import main as serve_load
+        if rest[0] == "serve":
+            from .serve_load import main as serve_load
 
-        return serve_load(rest[1:])
+            return serve_load(rest[1:])
+        if rest[0] == "coldstart":
+            from .coldstart import main as coldstart
+
+            return coldstart(rest[1:])
+        raise SpecError(
+            f"unrecognized arguments: {' '.join(rest)} (the sub-benchmarks are `ttt bench serve` and "
+            "`ttt bench coldstart`)"
+        )
     spec, size = spec_from_args(args)
     # SIGTERM (kill, nohup'd runs) unwinds like Ctrl-C, so the running worker is killed too
     signal.signal(signal.SIGTERM, _stop)

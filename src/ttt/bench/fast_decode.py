@@ -12,9 +12,10 @@ sizes asked for (`export_decode`, timed). Then, per batch size, ms/token of sing
     aot        the same folder loaded with `from_pretrained`, its AOT decode packages attached
 measured in alternating rounds (median of the per-round medians). The limit is the bytes of weights a step reads
 (every parameter once, the tied embedding counted once) over the memory read bandwidth measured in the same run at
-the same thread count (sum over a 1 GiB float32 buffer). Cold start: a fresh `python` process that imports ttt, loads
-the folder and generates the first token of a 100-token prompt, with and without the packages (process start to
-ready, and to the first token), and with the compiled path. Writes results.md and results.json under --out.
+the same thread count (sum over a 1 GiB float32 buffer). Cold start (`coldstart.measure_once`, as `ttt bench
+coldstart`): a fresh `python` process that imports ttt, loads the folder and reads a 100-token prompt to its first
+token, then decodes, with and without the packages and with the compiled path. Writes results.md and results.json
+under --out.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import platform
 import shutil
 import statistics
@@ -36,7 +36,6 @@ from typing import Any
 import torch
 
 from ..models import (
-    AOT_FOLDER,
     WEIGHT_FORMATS,
     TTTCache,
     TTTForCausalLM,
@@ -44,37 +43,12 @@ from ..models import (
     get_preset,
     quantize_weights,
 )
+from .coldstart import measure_once, without_packages
 from .procstat import RESULT_PREFIX
 from .runner import child_env, official_config
 from .spec import SIZES, Job, ModelSpec
 
 PROMPT = 100
-COLD_CHILD = r"""
-import sys, time, json
-start = float(sys.argv[2])
-import torch
-torch.set_num_threads(int(sys.argv[3]))
-import ttt
-from ttt import TTTCache, TTTForCausalLM
-imported = time.time()
-model = TTTForCausalLM.from_pretrained(sys.argv[1], ttt_implementation=sys.argv[4]).eval()
-loaded = time.time()
-ids = torch.randint(0, model.config.vocab_size, (1, int(sys.argv[5])))
-with torch.no_grad():
-    model.generate(ids, max_new_tokens=1, do_sample=False)
-    first = time.time()
-    cache = TTTCache.from_model(model, 1)
-    model(ids, cache=cache)
-    token = ids[:, -1:]
-    model(token, cache=cache)
-    second = time.time()
-    for _ in range(16):
-        model(token, cache=cache)
-    later = (time.time() - second) / 16
-print(json.dumps(dict(import_s=imported - start, load_s=loaded - imported, ready_s=loaded - start,
-                      first_token_s=first - start, packages=len(getattr(model, "_decode_artifacts", {})),
-                      later_ms_token=1e3 * later)))
-"""
 
 
 def read_bandwidth_gb_s(repeats: int = 5) -> float:
@@ -156,30 +130,6 @@ def official_decode_ms(args: argparse.Namespace, size: str, layer: str) -> float
     return 1e3 * next(r["seconds"] for r in records if r["phase"] == "decode")
 
 
-def cold_start(folder: Path, threads: int, implementation: str = "auto") -> dict[str, Any]:
-    """A fresh process: import, load `folder`, the first token of a PROMPT-token prompt, then ms/token of 16 steps
-    (after one, which for the compiled path includes compiling the decode graph)."""
-    start = time.time()
-    out = subprocess.run(
-        [sys.executable, "-c", COLD_CHILD, str(folder), repr(start), str(threads), implementation, str(PROMPT)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def without_packages(folder: Path) -> Path:
-    """A sibling folder with the same files (hard links) but no AOT packages: the eager cold start."""
-    bare = folder.with_name(folder.name + "-eager")
-    shutil.rmtree(bare, ignore_errors=True)
-    bare.mkdir()
-    for item in folder.iterdir():
-        if item.name != AOT_FOLDER and item.is_file():
-            os.link(item, bare / item.name)
-    return bare
-
-
 def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
     preset, overrides = SIZES[size]
     torch.manual_seed(0)
@@ -219,10 +169,10 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
                 limit_ms=result["weight_bytes"] / (bandwidth * 1e9) * 1e3,
             )
         row["formats"][fmt] = result
-    row["cold_aot"] = cold_start(folder, args.threads)
-    bare = without_packages(folder)
-    row["cold_eager"] = cold_start(bare, args.threads)
-    row["cold_compiled"] = cold_start(bare, args.threads, "compiled")
+    row["cold_aot"] = measure_once(folder, args.threads, prompt=PROMPT)
+    bare = without_packages(folder, folder.with_name(folder.name + "-eager"))
+    row["cold_eager"] = measure_once(bare, args.threads, prompt=PROMPT)
+    row["cold_compiled"] = measure_once(bare, args.threads, "compiled", prompt=PROMPT)
     return row
 
 
@@ -248,16 +198,17 @@ def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
                 )
     lines += [
         "",
-        "| model | export (s) | path | import (s) | load (s) | ready (s) | first token (s) | then ms/token |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | export (s) | path | python (s) | import (s) | load (s) | ready (s) | first token (s) "
+        "| then ms/token |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for path in ("eager", "compiled", "aot"):
             c = r[f"cold_{path}"]
             lines.append(
                 f"| ttt-{r['layer']}-{r['size']} | {r['export_s']:.0f} | {path} ({c['packages']} packages) | "
-                f"{c['import_s']:.2f} | {c['load_s']:.2f} | {c['ready_s']:.2f} | {c['first_token_s']:.2f} | "
-                f"{c['later_ms_token']:.1f} |"
+                f"{c['python_s']:.2f} | {c['import_s']:.2f} | {c['load_s']:.2f} | {c['ready_s']:.2f} | "
+                f"{c['to_first_token_s']:.2f} | {c['decode_ms_token']:.1f} |"
             )
     return "\n".join(lines)
 

@@ -33,6 +33,10 @@ class TTTConfig(PreTrainedConfig):
     Inner optimizer: `inner_optimizer` ("gd" the paper, "momentum", "adam", "muon") with `inner_momentum` (β, β1 or
     μ), `inner_beta2` (Adam), `inner_lr` (the step size of adam and muon); `inner_weight_decay` (constant retention
     1 − λ) and `forget_gate` (learned retention). See ttt.layers.ttt and ttt.ops.inner_optim.
+
+    Inference: `ttt_prefill_chunk_size` (tokens, 0 = off): a forward without autograd over more tokens than this reads
+    them in chunks of this many through the whole model, carrying the state (exact: the model is recurrent), so its
+    time per token and its memory do not grow with the prompt length (`TTTModel.forward`; docs/fast_inference.md).
     """
 
     model_type = "ttt"
@@ -78,6 +82,8 @@ class TTTConfig(PreTrainedConfig):
     forget_gate: bool = _LAYER["forget_gate"]
     # ttt_layer_type "generic": the inner model by name (ttt.layers.learners.INNER_MODELS)
     inner_model: str = "swiglu"
+    # inference only (no autograd): longer inputs run through the model in chunks of this many tokens; 0 = off
+    ttt_prefill_chunk_size: int = 2048
 
     def __post_init__(self, **kwargs):
         self._validate_ttt()
@@ -118,6 +124,9 @@ class TTTConfig(PreTrainedConfig):
                 raise ValueError(
                     f"TTTConfig.inner_model must be one of {tuple(INNER_MODELS)}, got {self.inner_model!r}"
                 )
+        chunk = self.ttt_prefill_chunk_size
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
+            raise ValueError(f"TTTConfig.ttt_prefill_chunk_size must be an integer >= 0 (0: off), got {chunk!r}")
         if self.pre_conv and (not isinstance(self.conv_kernel, int) or self.conv_kernel < 1):
             raise ValueError(f"TTTConfig.conv_kernel must be >= 1 with pre_conv, got {self.conv_kernel!r}")
         # every layer option, in the one place that defines them (the layers take the same object)

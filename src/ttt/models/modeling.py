@@ -261,6 +261,8 @@ class TTTModel(TTTPreTrainedModel):
         `position_ids`, which transformers passes, are checked to be consecutive over each row's real tokens
         (packed sequences, whose positions restart inside a row, are refused). `output_attentions=True` is refused:
         TTT layers compute no attention weights.
+        Without autograd, an input longer than `config.ttt_prefill_chunk_size` runs through the blocks in chunks of
+        that many tokens, the state carried between them (the same result; time per token and memory stay flat in T).
 
         Raises TypeError for any other keyword argument, ValueError for inputs of the wrong shape, dtype or range and
         for a cache made for another config, batch size, dtype or device.
@@ -311,8 +313,19 @@ class TTTModel(TTTPreTrainedModel):
                 else (h, past_key_values)
             )
         hidden_states: tuple[Tensor, ...] | None = (h,) if output_hidden_states else None
-        # the padding layout, once for all blocks; each block gets its own layer's state
+        # the padding layout, once for all blocks (and the mask checked); each block gets its own layer's state
         packing = Packing.from_mask(attention_mask, h.shape[0], h.shape[1], h.device)
+        chunk = self._prefill_chunk(h, output_hidden_states, cacheable)
+        if chunk:
+            return_cache = past_key_values
+            if past_key_values is None:  # use_cache=False: a state to carry between the chunks, dropped after
+                past_key_values = TTTCache.from_model(self, h.shape[0], h.dtype, h.device)
+            h = self._chunked(h, attention_mask, past_key_values, chunk)
+            return (
+                BaseModelOutputWithPast(last_hidden_state=h, **cache_kwargs(return_cache))
+                if return_dict
+                else tuple(x for x in (h, return_cache) if x is not None)
+            )
         states: Sequence[TTTLayerState | None] = (
             past_key_values.layers if past_key_values is not None else [None] * len(self.layers)
         )
@@ -328,6 +341,34 @@ class TTTModel(TTTPreTrainedModel):
         if not return_dict:
             return tuple(x for x in (h, cache, hidden_states) if x is not None)
         return BaseModelOutputWithPast(last_hidden_state=h, hidden_states=hidden_states, **cache_kwargs(cache))
+
+    def _prefill_chunk(self, h: Tensor, output_hidden_states: bool | None, cacheable: bool) -> int:
+        """The chunk length for this call (0: the whole input at once): `config.ttt_prefill_chunk_size` when the call
+        reads more tokens than that without autograd (inference), with layers that carry a state and without
+        per-layer hidden states to return."""
+        chunk = self.config.ttt_prefill_chunk_size
+        if not chunk or h.shape[1] <= chunk or not cacheable or output_hidden_states:
+            return 0
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return 0
+        return chunk
+
+    def _chunked(self, h: Tensor, attention_mask: Tensor | None, cache: TTTCache, chunk: int) -> Tensor:
+        """Final hidden states [B, T, C] of h [B, T, C] read `chunk` tokens at a time through every block (and the
+        final norm), `cache` carrying the state from one chunk to the next: the same result as reading h at once (a
+        recurrent model), with the intermediates of `chunk` tokens instead of T alive. attention_mask: [B, ≥T]
+        (already checked), its last T columns split with h."""
+        seq_len = h.shape[1]
+        mask = None if attention_mask is None else attention_mask[:, attention_mask.shape[1] - seq_len :]
+        out = torch.empty_like(h)
+        for start in range(0, seq_len, chunk):
+            x = h[:, start : start + chunk]
+            rows = None if mask is None else mask[:, start : start + chunk]
+            packing = Packing.from_mask(rows, x.shape[0], x.shape[1], x.device)
+            for block, state in zip(self._blocks, cache.layers):
+                x = block(x, packing, state)
+            out[:, start : start + chunk] = self.norm(x)
+        return out
 
     def _fast_decode(self, h: Tensor, attention_mask, cache, output_hidden_states: bool | None) -> bool:
         """Single-token steps through the compiled decode graph (`ttt_implementation="compiled"`, inference)."""
