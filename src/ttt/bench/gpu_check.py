@@ -101,7 +101,8 @@ def run_op(form, x: dict[str, Any], backward: bool) -> tuple[torch.Tensor, TTTSt
     z, final = form(q, k, v, lr, InnerSpec(tf, ln_w, ln_b), state)
     if not backward:
         return z, final, []
-    weights = torch.linspace(-1, 1, z.numel(), device=z.device, dtype=torch.float32).view(z.shape)
+    # weights exact in bf16: a bf16 output gets the same upstream gradient as the float64 reference
+    weights = torch.linspace(-1, 1, z.numel(), device=z.device).to(torch.bfloat16).view(z.shape)
     loss = (weights.to(z.dtype) * z).float().sum()
     loss = loss + sum((0.5 + j) * (t.float() ** 2).sum() for j, t in enumerate(_tensors(final)))
     return z, final, list(torch.autograd.grad(loss, leaves))
