@@ -74,6 +74,12 @@ def test_logits_and_state_equal_eager(exported, batch):
             assert got.shape == expected.shape == (batch, 1, 256)
             assert ((got - expected).abs().max() / expected.abs().max()) < 1e-5
     assert used == [False] + [True] * 9  # the prefill is eager, every decode step ran the package
+    # the float32 package holds no weights: it reads the model's own tensors (no copy)
+    artifact = fast._decode_artifacts[(batch, torch.float32, "float32")]
+    own = {f"model.{name}": p for name, p in fast.named_parameters(remove_duplicate=False)}
+    assert not artifact.weights_in_package and artifact._constants
+    assert set(artifact._constants) <= set(own) and "model.lm_head.weight" in artifact._constants
+    assert all(t.data_ptr() == own[name].data_ptr() for name, t in artifact._constants.items())
     for a, b in zip(ours.layers, theirs.layers):
         mine, other = a.named_tensors(), b.named_tensors()
         assert list(mine) == list(other) and a.num_positions == b.num_positions
@@ -107,7 +113,7 @@ def test_other_batch_sizes_and_changed_weights_run_eagerly(exported):
         fast(ids[:, :1], cache=cache)  # batch size 3: no package
         cache = TTTCache.from_model(fast, 1)
         fast(ids[:1], cache=cache)
-        fast.lm_head.weight.mul_(2.0)  # the package holds the weights it was built with
+        fast.lm_head.weight.mul_(2.0)  # weights changed since they were loaded: eager (the signature no longer holds)
         fast(ids[:1, :1], cache=cache)
     assert used == [False, False, False, False]
 
@@ -190,6 +196,8 @@ def test_quantized_weights_error_and_their_packages(tmp_path, weights):
             assert (got - ref).abs().max() / scale < 3e-2  # the quantization error (measured ~0.4% / 0.7%)
             assert (packaged - got).abs().max() / scale < 1e-5  # the package is the quantized model, compiled
     assert used == [False] + [True] * 6
+    # bfloat16 packages read the model's bfloat16 tensors; int8 ones carry their (unwrapped torchao) weights
+    assert fast._decode_artifacts[(1, torch.float32, weights)].weights_in_package == (weights == "int8")
 
 
 def test_quantize_weights_refuses_bad_formats():

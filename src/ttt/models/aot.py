@@ -8,8 +8,11 @@ batch size runs the package: no Python per op, and no compile at start-up. A pac
 release, for another CPU capability or for other weights is not used: a one-line notice says why and decoding stays
 eager. The package's logits equal eager's (tested), so `generate` gives the same tokens.
 
-The package holds a copy of the weights (so MODEL_DIR/aot/ grows by the weights' size per batch size and dtype) and
-takes the cache's tensors in the order `TTTLayerState.named_tensors` lists them.
+Packages of float32 and bfloat16 weights hold no weights: at its first use a package is bound to the model's own
+parameter tensors (AOTInductor's user-managed constants: no copy), so it is ~1 MB instead of the weights' size, loads
+in a fraction of a second and adds no memory. int8 packages keep their weights inside (torchao's quantized tensors
+are unwrapped by the export into tensors the model does not hold). A package takes the cache's tensors in the order
+`TTTLayerState.named_tensors` lists them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
 AOT_FOLDER = "aot"
 AOT_MANIFEST = "manifest.json"
 FORMAT = "ttt-aot-decode-2"
+# weight formats whose packages are bound to the model's tensors at load (the others carry their weights)
+BOUND_WEIGHTS = ("float32", "bfloat16")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -169,10 +174,16 @@ def export_decode(
                     graph = _DecodeGraph(variant, templates)
                     example = [t.contiguous() for template in templates for t in template.named_tensors().values()]
                     token = torch.zeros(b, 1, dtype=torch.long, device=variant.device)
+                    bound = fmt in BOUND_WEIGHTS
                     with torch.no_grad(), _primal_layers(variant):
                         program = torch.export.export(graph, (token, *example))
-                        torch._inductor.aoti_compile_and_package(program, package_path=str(out / file))
+                        torch._inductor.aoti_compile_and_package(
+                            program,
+                            package_path=str(out / file),
+                            inductor_configs={"aot_inductor.package_constants_in_so": not bound},
+                        )
                     entry = {"file": file, "batch_size": b, "dtype": dtype, "weights_format": fmt}
+                    entry["weights"] = "model" if bound else "package"
                     entries.append({**entry, "state": graph.names, "sha256": sha256_of(out / file)})
         manifest = {"format": FORMAT, **platform_tag(), "weights": weights_sha, "packages": entries}
         (out / AOT_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -181,12 +192,14 @@ def export_decode(
 
 @dataclass
 class DecodeArtifact:
-    """A decode package for one batch size, dtype and weight format. `step(input_ids, cache)` -> logits [B, 1, V], the
-    cache updated in place, or None when the cache does not have the layout the package was built for.
+    """A decode package for one batch size, dtype and weight format. `step(input_ids, cache, model)` -> logits
+    [B, 1, V], the cache updated in place, or None when the cache does not have the layout the package was built for.
 
     The package file is checked against its sha256 and loaded at its first use (a folder may hold packages for batch
-    sizes and weight formats a process never runs: start-up does not pay for them). Raises DamagedFileError naming
-    the file when its checksum differs from the manifest's."""
+    sizes and weight formats a process never runs: start-up does not pay for them); a package without weights
+    (`weights_in_package` False) is then bound to `model`'s parameter and buffer tensors, which it reads in place.
+    Raises DamagedFileError naming the file when its checksum differs from the manifest's, ValueError when the model
+    lacks a tensor the package reads."""
 
     batch_size: int
     dtype: torch.dtype
@@ -194,14 +207,21 @@ class DecodeArtifact:
     names: list[list[str]]
     path: Path
     sha256: str
+    weights_in_package: bool = True
     _runner: Callable[..., Sequence[Tensor]] | None = None
+    # the model tensors a bound package reads (kept referenced while it may run)
+    _constants: dict[str, Tensor] | None = None
 
-    @property
-    def runner(self) -> Callable[..., Sequence[Tensor]]:
+    def runner(self, model: nn.Module) -> Callable[..., Sequence[Tensor]]:
+        """The loaded package (loaded, and bound to `model`'s tensors when it holds no weights, at the first call)."""
         if self._runner is None:
             if sha256_of(self.path) != self.sha256:
                 raise DamagedFileError(self.path, "its sha256 differs from the one in the manifest")
-            self._runner = torch._inductor.aoti_load_package(str(self.path))
+            runner = torch._inductor.aoti_load_package(str(self.path))
+            if not self.weights_in_package:
+                self._constants = _model_tensors(model, runner.get_constant_fqns(), self.path)
+                runner.load_constants(self._constants, check_full_update=True, user_managed=True)
+            self._runner = runner
         return self._runner
 
     def _layout(self, cache: TTTCache) -> list[dict[str, Tensor]] | None:
@@ -214,19 +234,30 @@ class DecodeArtifact:
                 return None
         return layers
 
-    def step(self, input_ids: Tensor, cache: TTTCache) -> Tensor | None:
+    def step(self, input_ids: Tensor, cache: TTTCache, model: nn.Module) -> Tensor | None:
         layers = self._layout(cache)
         if layers is None:
             return None
         # the package reads its inputs with the strides it was traced with (contiguous); the initial weights are
         # expanded over the batch (stride 0) until a row's first mini-batch closes
         flat = [t.contiguous() for tensors in layers for t in tensors.values()]
-        logits, *new = self.runner(input_ids, *flat)
+        logits, *new = self.runner(model)(input_ids, *flat)
         out = iter(new)
         for layer, names in zip(cache.layers, self.names):
             layer.load_named({name: next(out) for name in names})
             layer.num_positions += 1
         return logits.unsqueeze(1)
+
+
+def _model_tensors(model: nn.Module, names: Sequence[str], path: Path) -> dict[str, Tensor]:
+    """The tensors of `model` a package without weights reads, by the package's names (the traced graph holds the
+    model as `model`: "model." + the parameter's or buffer's name, tied weights under each of their names)."""
+    own = {f"model.{name}": t.detach() for name, t in model.named_parameters(remove_duplicate=False)}
+    own.update({f"model.{name}": t for name, t in model.named_buffers(remove_duplicate=False)})
+    missing = [name for name in names if name not in own]
+    if missing:
+        raise ValueError(f"{path} reads tensors this model does not have: {', '.join(missing[:3])}")
+    return {name: own[name] for name in names}
 
 
 def _notice(message: str) -> None:
@@ -271,7 +302,10 @@ def load_decode_artifacts(folder: str | os.PathLike) -> dict[ArtifactKey, Decode
         if not file.is_file():
             raise DamagedFileError(file, f"missing (listed in {AOT_MANIFEST})")
         batch, dtype, fmt = int(entry["batch_size"]), DTYPES[entry["dtype"]], str(entry["weights_format"])
-        loaded[(batch, dtype, fmt)] = DecodeArtifact(batch, dtype, fmt, entry["state"], file, str(entry["sha256"]))
+        in_package = entry.get("weights", "package") == "package"
+        loaded[(batch, dtype, fmt)] = DecodeArtifact(
+            batch, dtype, fmt, entry["state"], file, str(entry["sha256"]), in_package
+        )
     return loaded
 
 

@@ -460,7 +460,7 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         if attention_mask is not None and not bool(attention_mask[:, -1].bool().all()):
             return None
         self.model._check_inputs(input_ids, None)
-        return artifact.step(input_ids, cache)
+        return artifact.step(input_ids, cache, self)
 
     def forward(
         self,

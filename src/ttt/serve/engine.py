@@ -116,8 +116,8 @@ class _CountedArtifact:
     def __init__(self, artifact: Any, metrics: Metrics) -> None:
         self.artifact, self.metrics = artifact, metrics
 
-    def step(self, input_ids: Tensor, cache: Any) -> Tensor | None:
-        logits = self.artifact.step(input_ids, cache)
+    def step(self, input_ids: Tensor, cache: Any, model: Any) -> Tensor | None:
+        logits = self.artifact.step(input_ids, cache, model)
         if logits is not None:
             self.metrics.package_steps.inc()
         return logits
