@@ -10,18 +10,22 @@ sizes asked for (`export_decode`, timed). Then, per batch size, ms/token of sing
     eager      the default path without packages (`ttt_implementation="auto"`)
     compiled   `ttt_implementation="compiled"` (torch.compile; its compile time reported apart)
     aot        the same folder loaded with `from_pretrained`, its AOT decode packages attached
-measured in alternating rounds (median of the per-round medians). The limit is the bytes of weights a step reads
+measured in alternating rounds (median of the per-round medians), and `linears`: the model's linear layers alone,
+one token per row through each in turn (the matrix-vector products of a step, nothing else; what the weights cost at
+the speed torch's kernels read them). The limit is the bytes of weights a step reads
 (every parameter once, the tied embedding counted once) over the memory read bandwidth measured in the same run at
 the same thread count (sum over a 1 GiB float32 buffer). Cold start (`coldstart.measure_once`, as `ttt bench
 coldstart`): a fresh `python` process that imports ttt, loads the folder and reads a 100-token prompt to its first
-token, then decodes, with and without the packages and with the compiled path. Writes results.md and results.json
-under --out.
+token, then decodes, with and without the packages and with the compiled path. `--baseline-contexts 1024 8192`
+adds the Transformer++ baseline's decode with a KV cache of each length against its limit (weights + KV cache).
+Writes results.md and results.json under --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import platform
 import shutil
@@ -44,6 +48,7 @@ from ..models import (
     quantize_weights,
 )
 from .coldstart import measure_once, without_packages
+from .models import build, decode_step, measured_state_bytes, synthetic_cache
 from .procstat import RESULT_PREFIX
 from .runner import child_env, official_config
 from .spec import SIZES, Job, ModelSpec
@@ -87,6 +92,21 @@ def logits_error(reference: TTTForCausalLM, model: TTTForCausalLM) -> float:
     return float((got - ref).abs().max() / ref.abs().max())
 
 
+def linears_ms(model: TTTForCausalLM, batch: int, steps: int) -> float:
+    """Median ms of one pass through every linear layer of `model` (in their formats: float32, BF16Linear, torchao
+    int8) on one random token per row: the matrix-vector products a decode step makes, without the rest."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(batch, m.in_features) for m in layers]
+    times = []
+    with torch.no_grad():
+        for _ in range(steps + 2):
+            start = time.perf_counter()
+            for layer, x in zip(layers, inputs):
+                layer(x)
+            times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times[2:])
+
+
 def step_ms(model: TTTForCausalLM, batch: int, steps: int) -> float:
     """Median ms of a single-token cached call after a PROMPT-token prefill (2 warm-up steps)."""
     cache = TTTCache.from_model(model, batch)
@@ -100,6 +120,46 @@ def step_ms(model: TTTForCausalLM, batch: int, steps: int) -> float:
             if i >= 2:
                 times.append(t)
     return 1e3 * statistics.median(times)
+
+
+def baseline_decode(size: str, contexts: list[int], batches: list[int], args: argparse.Namespace) -> list[dict]:
+    """Transformer++ at `size` (the matched baseline, SDPA): ms/token of a single-token step with a KV cache of each
+    context length (`bench.models.synthetic_cache`: the shapes a prefill makes), against its own limit: weight bytes
+    plus the KV cache's bytes (what a step reads) over the bandwidth measured in the same run."""
+    model = build(ModelSpec("transformer++", size))
+    rows = []
+    for context, batch in itertools.product(contexts, batches):
+        times = []
+        for _ in range(args.rounds):
+            cache = synthetic_cache(model, "transformer++", batch, context)
+            token = torch.randint(0, model.config.vocab_size, (batch, 1))
+            with torch.no_grad():
+                for i in range(args.steps + 2):
+                    # a fresh copy per step would time the copy: the cache grows by one token per step instead
+                    t = _seconds(functools.partial(decode_step, model, "transformer++", token, cache))
+                    if i >= 2:
+                        times.append(t)
+        kv_bytes = measured_state_bytes(cache)
+        bandwidth = read_bandwidth_gb_s()
+        limit_ms = (weight_bytes(model) + kv_bytes) / (bandwidth * 1e9) * 1e3
+        ms = 1e3 * statistics.median(times)
+        rows.append(dict(size=size, context=context, batch=batch, ms=ms, kv_bytes=kv_bytes, limit_ms=limit_ms))
+        rows[-1].update(weight_bytes=weight_bytes(model), bandwidth_gb_s=bandwidth)
+    return rows
+
+
+def baseline_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | context | batch | ms/tok | weight bytes | KV cache bytes | limit (bandwidth) | ms / limit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| transformer++-{r['size']} | {r['context']} | {r['batch']} | {r['ms']:.2f} | "
+            f"{r['weight_bytes'] / 2**20:.1f} MiB | {r['kv_bytes'] / 2**20:.1f} MiB | "
+            f"{r['limit_ms']:.2f} ms ({r['bandwidth_gb_s']:.0f} GB/s) | {r['ms'] / r['limit_ms']:.2f}x |"
+        )
+    return "\n".join(lines)
 
 
 def official_decode_ms(args: argparse.Namespace, size: str, layer: str) -> float:
@@ -157,9 +217,11 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
             official = args.official is not None and fmt == "float32" and batch == 1
             if official:
                 rounds["official"] = []
+            rounds["linears"] = []
             for _ in range(args.rounds):
                 for name, model in paths.items():
                     rounds[name].append(step_ms(model, batch, args.steps))
+                rounds["linears"].append(linears_ms(eager, batch, args.steps))
                 if official:
                     rounds["official"].append(official_decode_ms(args, size, layer))
             bandwidth = read_bandwidth_gb_s()
@@ -179,8 +241,9 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
     lines = [
         "| model | weights | batch | official ms/tok | eager | compiled | aot | aot vs official | aot vs eager "
-        "| weight bytes | limit (bandwidth) | aot / limit | logits error vs float32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| weight bytes | limit (bandwidth) | aot / limit | linears alone | linears / limit "
+        "| logits error vs float32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for fmt, result in r["formats"].items():
@@ -194,7 +257,7 @@ def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
                     f"{m['aot']:.2f} | {versus} | {m['eager'] / m['aot']:.1f}x | "
                     f"{result['weight_bytes'] / 2**20:.1f} MiB | "
                     f"{m['limit_ms']:.2f} ms ({m['bandwidth_gb_s']:.0f} GB/s) | {m['aot'] / m['limit_ms']:.2f}x | "
-                    f"{result['logits_error']:.1e} |"
+                    f"{m['linears']:.2f} | {m['linears'] / m['limit_ms']:.2f}x | {result['logits_error']:.1e} |"
                 )
     lines += [
         "",
@@ -216,7 +279,7 @@ def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ttt.bench.fast_decode", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", default=["small"], choices=list(SIZES))
-    p.add_argument("--layers", nargs="+", default=["linear"], choices=["linear", "mlp"])
+    p.add_argument("--layers", nargs="*", default=["linear"], choices=["linear", "mlp"], help="none: the baseline only")
     p.add_argument("--batches", nargs="+", type=int, default=[1])
     p.add_argument("--weights", nargs="+", default=["float32"], choices=list(WEIGHT_FORMATS))
     p.add_argument("--steps", type=int, default=40, help="measured single-token steps per round")
@@ -226,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--official", help="a local checkout of test-time-training/ttt-lm-pytorch: its decode, batch 1")
     p.add_argument("--official-python", help="the interpreter for it (transformers < 4.50)")
     p.add_argument("--out", default="results/fast_decode")
+    p.add_argument(
+        "--baseline-contexts",
+        nargs="*",
+        type=int,
+        default=[],
+        help="also decode the Transformer++ baseline of each size with a KV cache of these lengths (e.g. 1024 8192)",
+    )
     args = p.parse_args(argv)
     if any(b < 1 for b in args.batches) or args.steps < 1 or args.rounds < 1 or args.threads < 1:
         p.error("--batches, --steps, --rounds and --threads must be >= 1")
@@ -235,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--official: no ttt.py in {args.official!r} (a ttt-lm-pytorch checkout)")
     torch.set_num_threads(args.threads)
     rows = [measure(size, layer, args) for size in args.sizes for layer in args.layers]
-    text = table(rows, args.batches)
+    text = table(rows, args.batches) if rows else ""
+    baseline = [r for size in args.sizes for r in baseline_decode(size, args.baseline_contexts, args.batches, args)]
+    if baseline:
+        text = (text + "\n\n" if text else "") + baseline_table(baseline)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = "python -m ttt.bench.fast_decode " + " ".join(sys.argv[1:] if argv is None else argv)
     (out / "results.md").write_text(f"`{command}`\n\n{machine}\n\n{text}\n")
-    (out / "results.json").write_text(json.dumps(dict(machine=machine, command=command, rows=rows), indent=1))
+    payload = dict(machine=machine, command=command, rows=rows, baseline=baseline)
+    (out / "results.json").write_text(json.dumps(payload, indent=1))
     return 0
 
 
