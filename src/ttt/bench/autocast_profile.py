@@ -1,6 +1,7 @@
 """Where bf16 autocast prefill spends its time: which ops run in float32, which in bfloat16, and what the casts cost.
 
     python -m ttt.bench.autocast_profile [--size 125m] [--layer linear] [--seq-len 2048] [--threads 1] [--top 15]
+                                         [--implementation auto|compiled]
 
 Times one prefill (batch 1, no grad, logits of the last token) in float32 and under `torch.autocast("cpu",
 torch.bfloat16)` (medians of 3 after a warm-up), then profiles one autocast prefill with torch.profiler and prints the
@@ -46,13 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--implementation", default="auto", choices=["auto", "compiled"], help="ttt_implementation")
     args = p.parse_args(argv)
     if args.seq_len < 1 or args.threads < 1 or args.top < 1:
         p.error("--seq-len, --threads and --top must be >= 1")
     torch.set_num_threads(args.threads)
     preset, overrides = SIZES[args.size]
     torch.manual_seed(0)
-    model = TTTForCausalLM(get_preset(f"ttt-{args.layer}-{preset}", **overrides)).eval()
+    config = get_preset(f"ttt-{args.layer}-{preset}", **overrides, ttt_implementation=args.implementation)
+    model = TTTForCausalLM(config).eval()
     ids = torch.randint(0, model.config.vocab_size, (1, args.seq_len))
     with torch.no_grad():
         fp32 = prefill_seconds(model, ids, autocast=False)
@@ -61,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 model(ids, cache=cache, logits_to_keep=1)
-    print(f"ttt-{args.layer}-{args.size}, T = {args.seq_len}, {args.threads} thread(s), torch {torch.__version__}")
+    print(
+        f"ttt-{args.layer}-{args.size} ({args.implementation}), T = {args.seq_len}, {args.threads} thread(s), "
+        f"torch {torch.__version__}"
+    )
     print(f"prefill float32 {fp32 * 1e3:.0f} ms, bf16 autocast {bf16 * 1e3:.0f} ms: {fp32 / bf16:.2f}x\n")
 
     # self times: each op's own time, so nested ops are not counted twice

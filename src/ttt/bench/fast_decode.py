@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also decode the Transformer++ baseline of each size with a KV cache of these lengths (e.g. 1024 8192)",
     )
+    p.add_argument("--baseline-batches", nargs="+", type=int, default=[1], help="batch sizes of the baseline's decode")
     args = p.parse_args(argv)
     if any(b < 1 for b in args.batches) or args.steps < 1 or args.rounds < 1 or args.threads < 1:
         p.error("--batches, --steps, --rounds and --threads must be >= 1")
@@ -306,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows = [measure(size, layer, args) for size in args.sizes for layer in args.layers]
     text = table(rows, args.batches) if rows else ""
-    baseline = [r for size in args.sizes for r in baseline_decode(size, args.baseline_contexts, args.batches, args)]
+    contexts, batches = args.baseline_contexts, args.baseline_batches
+    baseline = [r for size in args.sizes for r in baseline_decode(size, contexts, batches, args)]
     if baseline:
         text = (text + "\n\n" if text else "") + baseline_table(baseline)
     print(text)
