@@ -81,3 +81,69 @@ def gelu_grad(x):
     first = 0.5 * (1.0 + t) + 0.5 * x * sech2 * du
     second = sech2 * du + 0.5 * x * sech2 * (d2u - 2.0 * t * du * du)
     return first, second
+
+
+@triton.jit
+def program_setup(TF, LN_W, LN_B, ENDS, H, D: tl.constexpr, MB: tl.constexpr):
+    """What a sequence kernel's program reads once: its row, its (row, head) index bh, the LN's γ, β [D] of its head,
+    the token factors tf [MB] (and tf_{b−1}) and ENDS[row], the slot after the row's last real token."""
+    row = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1).to(tl.int64)
+    rd = tl.arange(0, D)
+    gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
+    beta = tl.load(LN_B + head * D + rd).to(tl.float32)
+    tf = tl.load(TF + tl.arange(0, MB)).to(tl.float32)
+    tf_last = tl.load(TF + MB - 1).to(tl.float32)
+    return row, row * H + head, gamma, beta, tf, tf_last, tl.load(ENDS + row)
+
+
+@triton.jit
+def load_tokens(Q, K, V, LR, bh, N, m, D: tl.constexpr, MB: tl.constexpr):
+    """Mini-batch m of program bh: the token slots tok [MB], their [MB, D] offsets md, and keys, queries, values
+    [MB, D] and learning rates [MB] in fp32."""
+    tok = bh * N + m * MB + tl.arange(0, MB)
+    md = tok[:, None] * D + tl.arange(0, D)[None, :]
+    keys = tl.load(K + md).to(tl.float32)
+    queries = tl.load(Q + md).to(tl.float32)
+    values = tl.load(V + md).to(tl.float32)
+    return tok, md, keys, queries, values, tl.load(LR + tok).to(tl.float32)
+
+
+@triton.jit
+def causal_eta(tf, lr, MB: tl.constexpr):
+    """The lower-triangular mask [MB, MB] (j ≤ i) and η[i, j] = tf_i lr_j under it."""
+    rm = tl.arange(0, MB)
+    causal = rm[:, None] >= rm[None, :]
+    return causal, tl.where(causal, tf[:, None] * lr[None, :], 0.0)
+
+
+@triton.jit
+def store_shared_grads(DTF, DLN_W, DLN_B, bh, d_tf, d_tf_last, d_gamma, d_beta, D: tl.constexpr, MB: tl.constexpr):
+    """A backward program's partial gradients of the token factors (d_tf_last added to tf_{b−1}'s) and of γ, β."""
+    rm = tl.arange(0, MB)
+    rd = tl.arange(0, D)
+    tl.store(DTF + bh * MB + rm, d_tf + tl.where(rm == MB - 1, d_tf_last, 0.0))
+    tl.store(DLN_W + bh * D + rd, d_gamma)
+    tl.store(DLN_B + bh * D + rd, d_beta)
+
+
+@triton.jit
+def step_setup(Q, K, V, LR, TF, LN_W, LN_B, OFFSET, VALID, H, D: tl.constexpr, MB: tl.constexpr):
+    """What a step kernel's program reads: its row, bh, γ, β [D], the token's key, query, value [D] in fp32, valid
+    (1.0, or 0.0 for a padding token), its learning rate (0 when padding), its offset in the mini-batch, tf at that
+    offset and tf_{b−1}."""
+    row = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1).to(tl.int64)
+    bh = row * H + head
+    rd = tl.arange(0, D)
+    gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
+    beta = tl.load(LN_B + head * D + rd).to(tl.float32)
+    keys = tl.load(K + bh * D + rd).to(tl.float32)
+    queries = tl.load(Q + bh * D + rd).to(tl.float32)
+    values = tl.load(V + bh * D + rd).to(tl.float32)
+    valid = tl.load(VALID + row).to(tl.float32)
+    lr = tl.load(LR + bh).to(tl.float32) * valid
+    offset = tl.load(OFFSET + row)
+    tf = tl.load(TF + offset).to(tl.float32)
+    tf_last = tl.load(TF + MB - 1).to(tl.float32)
+    return bh, gamma, beta, keys, queries, values, valid, lr, offset, tf, tf_last

@@ -23,7 +23,45 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import ln_bwd, ln_l2_grad, ln_l2_grad_bwd, ln_stats
+from .common import (
+    causal_eta,
+    ln_bwd,
+    ln_l2_grad,
+    ln_l2_grad_bwd,
+    ln_stats,
+    load_tokens,
+    program_setup,
+    step_setup,
+    store_shared_grads,
+)
+
+
+@triton.jit
+def _load(PTR, base, D: tl.constexpr):
+    """(W [D, D], b [D]) from the packed vector at PTR + base."""
+    rd = tl.arange(0, D)
+    return tl.load(PTR + base + rd[:, None] * D + rd[None, :]), tl.load(PTR + base + D * D + rd)
+
+
+@triton.jit
+def _store(PTR, base, w, b, D: tl.constexpr):
+    rd = tl.arange(0, D)
+    tl.store(PTR + base + rd[:, None] * D + rd[None, :], w)
+    tl.store(PTR + base + D * D + rd, b)
+
+
+@triton.jit
+def _mini_batch(x, xq, val, lr, w, bias, gw, gb, gamma, beta, tf, eps, D: tl.constexpr, MB: tl.constexpr, PREC):
+    """The forward of one mini-batch (the module docstring's equations) from the weights (w, bias) at its start and
+    the gradient sums (gw, gb) carried in: the intermediates the backward reuses and the read-out's input Z̄."""
+    x_hat, std = ln_stats(tl.dot(x, w, input_precision=PREC) + bias[None, :], D, eps)
+    g_hat, g = ln_l2_grad(x_hat, std, val - x, gamma, beta, D)
+    causal, eta = causal_eta(tf, lr, MB)
+    attn = tl.dot(xq, tl.trans(x), input_precision=PREC) + 1.0
+    carried = tl.dot(xq, gw, input_precision=PREC) + gb[None, :]
+    zq = tl.dot(xq, w, input_precision=PREC) + bias[None, :] - tf[:, None] * carried
+    zq -= tl.dot(eta * attn, g, input_precision=PREC)
+    return x_hat, std, g_hat, g, causal, eta, attn, carried, zq
 
 
 @triton.jit
@@ -35,40 +73,15 @@ def ttt_linear_fwd_kernel(
 ):  # fmt: skip
     """One program per (row, head): the mini-batches of the row up to ENDS[row], then the final state.
     SAVE: store the weights at each mini-batch start into S_SAVE [B, H, N_MB, P]."""
-    row = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    bh = row * H + head
-    P = D * D + D
-    rd = tl.arange(0, D)
-    rm = tl.arange(0, MB)
-    dd = rd[:, None] * D + rd[None, :]
-    w = tl.load(S0 + bh * P + dd)
-    bias = tl.load(S0 + bh * P + D * D + rd)
-    gw = tl.load(G0 + bh * P + dd)
-    gb = tl.load(G0 + bh * P + D * D + rd)
-    gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
-    beta = tl.load(LN_B + head * D + rd).to(tl.float32)
-    tf = tl.load(TF + rm).to(tl.float32)
-    tf_last = tl.load(TF + MB - 1).to(tl.float32)
-    end = tl.load(ENDS + row)
-    causal = rm[:, None] >= rm[None, :]
+    P: tl.constexpr = D * D + D
+    _, bh, gamma, beta, tf, tf_last, end = program_setup(TF, LN_W, LN_B, ENDS, H, D, MB)
+    w, bias = _load(S0, bh * P, D)
+    gw, gb = _load(G0, bh * P, D)
     for m in range(0, tl.cdiv(end, MB)):
         if SAVE:
-            tl.store(S_SAVE + (bh * N_MB + m) * P + dd, w)
-            tl.store(S_SAVE + (bh * N_MB + m) * P + D * D + rd, bias)
-        tok = bh * N + m * MB + rm
-        md = tok[:, None] * D + rd[None, :]
-        x = tl.load(K + md).to(tl.float32)
-        xq = tl.load(Q + md).to(tl.float32)
-        val = tl.load(V + md).to(tl.float32)
-        lr = tl.load(LR + tok).to(tl.float32)
-        x_hat, std = ln_stats(tl.dot(x, w, input_precision=PREC) + bias[None, :], D, eps)
-        _, g = ln_l2_grad(x_hat, std, val - x, gamma, beta, D)
-        eta = tl.where(causal, tf[:, None] * lr[None, :], 0.0)
-        attn = tl.dot(xq, tl.trans(x), input_precision=PREC) + 1.0
-        carried = tl.dot(xq, gw, input_precision=PREC) + gb[None, :]
-        zq = tl.dot(xq, w, input_precision=PREC) + bias[None, :] - tf[:, None] * carried
-        zq -= tl.dot(eta * attn, g, input_precision=PREC)
+            _store(S_SAVE, (bh * N_MB + m) * P, w, bias, D)
+        _, md, x, xq, val, lr = load_tokens(Q, K, V, LR, bh, N, m, D, MB)
+        _, _, _, g, _, _, _, _, zq = _mini_batch(x, xq, val, lr, w, bias, gw, gb, gamma, beta, tf, eps, D, MB, PREC)
         zq_hat, _ = ln_stats(zq, D, eps)
         tl.store(OUT + md, (xq + gamma[None, :] * zq_hat + beta[None, :]).to(OUT.dtype.element_ty))
         p = lr[:, None] * g
@@ -79,10 +92,8 @@ def ttt_linear_fwd_kernel(
         bias -= close * tf_last * gb
         gw *= 1.0 - close
         gb *= 1.0 - close
-    tl.store(S_OUT + bh * P + dd, w)
-    tl.store(S_OUT + bh * P + D * D + rd, bias)
-    tl.store(G_OUT + bh * P + dd, gw)
-    tl.store(G_OUT + bh * P + D * D + rd, gb)
+    _store(S_OUT, bh * P, w, bias, D)
+    _store(G_OUT, bh * P, gw, gb, D)
 
 
 @triton.jit
@@ -98,26 +109,12 @@ def ttt_linear_bwd_kernel(
     In: the forward's inputs, the saved mini-batch-start weights and the gradients of the output and the final
     state. Out: dq, dk, dv [B, H, N, D], dlr [B, H, N] and, per (row, head), the partial gradients of the token
     factors [MB], the LN's γ and β [D] (summed over rows by the caller) and of the initial state."""
-    row = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    bh = row * H + head
-    P = D * D + D
-    rd = tl.arange(0, D)
-    rm = tl.arange(0, MB)
-    dd = rd[:, None] * D + rd[None, :]
-    gw0 = tl.load(G0 + bh * P + dd)
-    gb0 = tl.load(G0 + bh * P + D * D + rd)
-    gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
-    beta = tl.load(LN_B + head * D + rd).to(tl.float32)
-    tf = tl.load(TF + rm).to(tl.float32)
-    tf_last = tl.load(TF + MB - 1).to(tl.float32)
-    end = tl.load(ENDS + row)
-    causal = rm[:, None] >= rm[None, :]
+    P: tl.constexpr = D * D + D
+    _, bh, gamma, beta, tf, tf_last, end = program_setup(TF, LN_W, LN_B, ENDS, H, D, MB)
+    gw0, gb0 = _load(G0, bh * P, D)
     # gradients of the state after the mini-batch being walked (first: the final state's)
-    dw = tl.load(D_S + bh * P + dd)
-    db = tl.load(D_S + bh * P + D * D + rd)
-    dgw = tl.load(D_G + bh * P + dd)
-    dgb = tl.load(D_G + bh * P + D * D + rd)
+    dw, db = _load(D_S, bh * P, D)
+    dgw, dgb = _load(D_G, bh * P, D)
     d_gamma = tl.zeros((D,), dtype=tl.float32)
     d_beta = tl.zeros((D,), dtype=tl.float32)
     d_tf = tl.zeros((MB,), dtype=tl.float32)
@@ -129,24 +126,13 @@ def ttt_linear_bwd_kernel(
         first = tl.where(m == 0, 1.0, 0.0)
         gw_in = first * gw0
         gb_in = first * gb0
-        w = tl.load(S_SAVE + (bh * N_MB + m) * P + dd)
-        bias = tl.load(S_SAVE + (bh * N_MB + m) * P + D * D + rd)
-        tok = bh * N + m * MB + rm
-        md = tok[:, None] * D + rd[None, :]
-        x = tl.load(K + md).to(tl.float32)
-        xq = tl.load(Q + md).to(tl.float32)
-        val = tl.load(V + md).to(tl.float32)
-        lr = tl.load(LR + tok).to(tl.float32)
+        w, bias = _load(S_SAVE, (bh * N_MB + m) * P, D)
+        tok, md, x, xq, val, lr = load_tokens(Q, K, V, LR, bh, N, m, D, MB)
         d_out = tl.load(D_OUT + md).to(tl.float32)
         # recompute the forward of this mini-batch
-        target = val - x
-        x_hat, std = ln_stats(tl.dot(x, w, input_precision=PREC) + bias[None, :], D, eps)
-        g_hat, g = ln_l2_grad(x_hat, std, target, gamma, beta, D)
-        eta = tl.where(causal, tf[:, None] * lr[None, :], 0.0)
-        attn = tl.dot(xq, tl.trans(x), input_precision=PREC) + 1.0
-        carried = tl.dot(xq, gw_in, input_precision=PREC) + gb_in[None, :]
-        zq = tl.dot(xq, w, input_precision=PREC) + bias[None, :] - tf[:, None] * carried
-        zq -= tl.dot(eta * attn, g, input_precision=PREC)
+        x_hat, std, g_hat, g, causal, eta, attn, carried, zq = _mini_batch(
+            x, xq, val, lr, w, bias, gw_in, gb_in, gamma, beta, tf, eps, D, MB, PREC
+        )
         zq_hat, zq_std = ln_stats(zq, D, eps)
         p = lr[:, None] * g
         gw_end = gw_in + tl.dot(tl.trans(x), p, input_precision=PREC)
@@ -183,7 +169,7 @@ def ttt_linear_bwd_kernel(
         d_tf += tl.sum(d_eta * lr[None, :], axis=1)
         dlr += tl.sum(d_eta * tf[:, None], axis=0)
         # g = ∂/∂Z ½‖LN(Z) − (V − X)‖²,  Z = X W + b
-        dz, d_target, d_gamma_g, d_beta_g = ln_l2_grad_bwd(dg, g, g_hat, x_hat, std, target, gamma, beta, D)
+        dz, d_target, d_gamma_g, d_beta_g = ln_l2_grad_bwd(dg, g, g_hat, x_hat, std, val - x, gamma, beta, D)
         d_gamma += d_gamma_g
         d_beta += d_beta_g
         dx += tl.dot(dz, tl.trans(w), input_precision=PREC) - d_target
@@ -193,14 +179,9 @@ def ttt_linear_bwd_kernel(
         tl.store(DK + md, dx.to(DK.dtype.element_ty))
         tl.store(DV + md, d_target.to(DV.dtype.element_ty))
         tl.store(DLR + tok, dlr.to(DLR.dtype.element_ty))
-    d_tf += tl.where(rm == MB - 1, d_tf_last, 0.0)
-    tl.store(DTF + bh * MB + rm, d_tf)
-    tl.store(DLN_W + bh * D + rd, d_gamma)
-    tl.store(DLN_B + bh * D + rd, d_beta)
-    tl.store(DS0 + bh * P + dd, dw)
-    tl.store(DS0 + bh * P + D * D + rd, db)
-    tl.store(DG0 + bh * P + dd, dgw)
-    tl.store(DG0 + bh * P + D * D + rd, dgb)
+    store_shared_grads(DTF, DLN_W, DLN_B, bh, d_tf, d_tf_last, d_gamma, d_beta, D, MB)
+    _store(DS0, bh * P, dw, db, D)
+    _store(DG0, bh * P, dgw, dgb, D)
 
 
 @triton.jit
@@ -213,39 +194,22 @@ def ttt_linear_step_kernel(
     """The primal step for one token per (row, head): q, k, v [B, H, D], lr [B, H], OFFSET [B] (the token's
     position in its mini-batch), VALID [B] (0: a padding token, output 0 and state kept). Writes the output and the
     new state (W, b closed when the token fills its mini-batch)."""
-    row = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    bh = row * H + head
-    P = D * D + D
-    rd = tl.arange(0, D)
-    dd = rd[:, None] * D + rd[None, :]
-    w = tl.load(S + bh * P + dd)
-    bias = tl.load(S + bh * P + D * D + rd)[None, :]
-    gw = tl.load(G + bh * P + dd)
-    gb = tl.load(G + bh * P + D * D + rd)[None, :]
-    gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
-    beta = tl.load(LN_B + head * D + rd).to(tl.float32)
-    x = tl.load(K + bh * D + rd).to(tl.float32)
-    xq = tl.load(Q + bh * D + rd).to(tl.float32)
-    val = tl.load(V + bh * D + rd).to(tl.float32)
-    valid = tl.load(VALID + row).to(tl.float32)
-    lr = tl.load(LR + bh).to(tl.float32) * valid
-    offset = tl.load(OFFSET + row)
-    tf = tl.load(TF + offset).to(tl.float32)
-    tf_last = tl.load(TF + MB - 1).to(tl.float32)
-    # [1, D] rows: a vector-matrix product is a broadcast and a sum over the input dim
-    z = tl.sum(x[:, None] * w, axis=0)[None, :] + bias
-    x_hat, std = ln_stats(z, D, eps)
-    _, g = ln_l2_grad(x_hat, std, (val - x)[None, :], gamma, beta, D)
-    p = lr * g
-    gw += x[:, None] * p
+    P: tl.constexpr = D * D + D
+    bh, gamma, beta, x, xq, val, valid, lr, offset, tf, tf_last = step_setup(
+        Q, K, V, LR, TF, LN_W, LN_B, OFFSET, VALID, H, D, MB
+    )
+    w, bias = _load(S, bh * P, D)
+    gw, gb = _load(G, bh * P, D)
+    # a vector-matrix product is a broadcast and a sum over the input dim; the LN helpers take [1, D] rows
+    x_hat, std = ln_stats((tl.sum(x[:, None] * w, axis=0) + bias)[None, :], D, eps)
+    _, g_row = ln_l2_grad(x_hat, std, (val - x)[None, :], gamma, beta, D)
+    p = lr * tl.sum(g_row, axis=0)
+    gw += x[:, None] * p[None, :]
     gb += p
-    zq = tl.sum(xq[:, None] * w, axis=0)[None, :] + bias - tf * (tl.sum(xq[:, None] * gw, axis=0)[None, :] + gb)
-    zq_hat, _ = ln_stats(zq, D, eps)
-    out = valid * (xq[None, :] + gamma[None, :] * zq_hat + beta[None, :])
-    tl.store(OUT + bh * D + rd[None, :], out.to(OUT.dtype.element_ty))
+    zq = tl.sum(xq[:, None] * w, axis=0) + bias - tf * (tl.sum(xq[:, None] * gw, axis=0) + gb)
+    zq_hat, _ = ln_stats(zq[None, :], D, eps)
+    out = valid * (xq + gamma * tl.sum(zq_hat, axis=0) + beta)
+    tl.store(OUT + bh * D + tl.arange(0, D), out.to(OUT.dtype.element_ty))
     close = tl.where(offset + valid.to(tl.int64) == MB, 1.0, 0.0)
-    tl.store(S_NEW + bh * P + dd, w - close * tf_last * gw)
-    tl.store(S_NEW + bh * P + D * D + rd[None, :], bias - close * tf_last * gb)
-    tl.store(G_NEW + bh * P + dd, (1.0 - close) * gw)
-    tl.store(G_NEW + bh * P + D * D + rd[None, :], (1.0 - close) * gb)
+    _store(S_NEW, bh * P, w - close * tf_last * gw, bias - close * tf_last * gb, D)
+    _store(G_NEW, bh * P, (1.0 - close) * gw, (1.0 - close) * gb, D)

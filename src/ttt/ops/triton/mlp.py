@@ -20,7 +20,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import gelu, gelu_grad, ln_bwd, ln_l2_grad, ln_l2_grad_bwd, ln_stats
+from .common import (
+    causal_eta,
+    gelu,
+    gelu_grad,
+    ln_bwd,
+    ln_l2_grad,
+    ln_l2_grad_bwd,
+    ln_stats,
+    load_tokens,
+    program_setup,
+    step_setup,
+    store_shared_grads,
+)
 
 
 @triton.jit
@@ -48,6 +60,35 @@ def _store(PTR, base, w1, b1, w2, b2, D: tl.constexpr):
 
 
 @triton.jit
+def _keys(x1, val, w1, b1, w2, b2, gamma, beta, eps, D: tl.constexpr, PREC: tl.constexpr):
+    """The keys of one mini-batch through f at its start weights and the reconstruction gradients g2, g1 (the
+    module docstring's first two lines), with the intermediates the backward reuses."""
+    z1 = tl.dot(x1, w1, input_precision=PREC) + b1[None, :]
+    x2 = gelu(z1)
+    x_hat, std = ln_stats(tl.dot(x2, w2, input_precision=PREC) + b2[None, :], D, eps)
+    g_hat, g2 = ln_l2_grad(x_hat, std, val - x1, gamma, beta, D)
+    gelu1, gelu1_2 = gelu_grad(z1)
+    h = tl.dot(g2, tl.trans(w2), input_precision=PREC)
+    return x2, x_hat, std, g_hat, g2, gelu1, gelu1_2, h, h * gelu1
+
+
+@triton.jit
+def _queries(xq, x1, x2, g1, g2, w1, b1, w2, b2, gw1, gb1, gw2, gb2, eta, tf, PREC: tl.constexpr):
+    """The queries' read-out inputs Z̄1, Z̄2 of one mini-batch (the module docstring's third and fourth lines), with
+    the intermediates the backward reuses."""
+    attn1 = tl.dot(xq, tl.trans(x1), input_precision=PREC) + 1.0
+    carried1 = tl.dot(xq, gw1, input_precision=PREC) + gb1[None, :]
+    zq1 = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - tf[:, None] * carried1
+    zq1 -= tl.dot(eta * attn1, g1, input_precision=PREC)
+    xq2 = gelu(zq1)
+    attn2 = tl.dot(xq2, tl.trans(x2), input_precision=PREC) + 1.0
+    carried2 = tl.dot(xq2, gw2, input_precision=PREC) + gb2[None, :]
+    zq2 = tl.dot(xq2, w2, input_precision=PREC) + b2[None, :] - tf[:, None] * carried2
+    zq2 -= tl.dot(eta * attn2, g2, input_precision=PREC)
+    return attn1, carried1, zq1, xq2, attn2, carried2, zq2
+
+
+@triton.jit
 def ttt_mlp_fwd_kernel(
     Q, K, V, LR, TF, LN_W, LN_B, S0, G0, ENDS,
     OUT, S_OUT, G_OUT, S_SAVE,
@@ -58,44 +99,16 @@ def ttt_mlp_fwd_kernel(
     SAVE: store the weights at each mini-batch start into S_SAVE [B, H, N_MB, P]."""
     F: tl.constexpr = 4 * D
     P: tl.constexpr = 2 * D * F + F + D
-    row = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    bh = row * H + head
-    rd = tl.arange(0, D)
-    rm = tl.arange(0, MB)
+    _, bh, gamma, beta, tf, tf_last, end = program_setup(TF, LN_W, LN_B, ENDS, H, D, MB)
     w1, b1, w2, b2 = _load(S0, bh * P, D)
     gw1, gb1, gw2, gb2 = _load(G0, bh * P, D)
-    gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
-    beta = tl.load(LN_B + head * D + rd).to(tl.float32)
-    tf = tl.load(TF + rm).to(tl.float32)
-    tf_last = tl.load(TF + MB - 1).to(tl.float32)
-    end = tl.load(ENDS + row)
-    causal = rm[:, None] >= rm[None, :]
     for m in range(0, tl.cdiv(end, MB)):
         if SAVE:
             _store(S_SAVE, (bh * N_MB + m) * P, w1, b1, w2, b2, D)
-        tok = bh * N + m * MB + rm
-        md = tok[:, None] * D + rd[None, :]
-        x1 = tl.load(K + md).to(tl.float32)
-        xq = tl.load(Q + md).to(tl.float32)
-        val = tl.load(V + md).to(tl.float32)
-        lr = tl.load(LR + tok).to(tl.float32)
-        z1 = tl.dot(x1, w1, input_precision=PREC) + b1[None, :]
-        x2 = gelu(z1)
-        x_hat, std = ln_stats(tl.dot(x2, w2, input_precision=PREC) + b2[None, :], D, eps)
-        _, g2 = ln_l2_grad(x_hat, std, val - x1, gamma, beta, D)
-        gelu1, _ = gelu_grad(z1)
-        g1 = tl.dot(g2, tl.trans(w2), input_precision=PREC) * gelu1
-        eta = tl.where(causal, tf[:, None] * lr[None, :], 0.0)
-        attn1 = tl.dot(xq, tl.trans(x1), input_precision=PREC) + 1.0
-        carried1 = tl.dot(xq, gw1, input_precision=PREC) + gb1[None, :]
-        zq1 = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - tf[:, None] * carried1
-        zq1 -= tl.dot(eta * attn1, g1, input_precision=PREC)
-        xq2 = gelu(zq1)
-        attn2 = tl.dot(xq2, tl.trans(x2), input_precision=PREC) + 1.0
-        carried2 = tl.dot(xq2, gw2, input_precision=PREC) + gb2[None, :]
-        zq2 = tl.dot(xq2, w2, input_precision=PREC) + b2[None, :] - tf[:, None] * carried2
-        zq2 -= tl.dot(eta * attn2, g2, input_precision=PREC)
+        _, md, x1, xq, val, lr = load_tokens(Q, K, V, LR, bh, N, m, D, MB)
+        x2, _, _, _, g2, _, _, _, g1 = _keys(x1, val, w1, b1, w2, b2, gamma, beta, eps, D, PREC)
+        _, eta = causal_eta(tf, lr, MB)
+        _, _, _, _, _, _, zq2 = _queries(xq, x1, x2, g1, g2, w1, b1, w2, b2, gw1, gb1, gw2, gb2, eta, tf, PREC)
         zq_hat, _ = ln_stats(zq2, D, eps)
         tl.store(OUT + md, (xq + gamma[None, :] * zq_hat + beta[None, :]).to(OUT.dtype.element_ty))
         p1 = lr[:, None] * g1
@@ -129,18 +142,8 @@ def ttt_mlp_bwd_kernel(
     as `linear.py: ttt_linear_bwd_kernel`)."""
     F: tl.constexpr = 4 * D
     P: tl.constexpr = 2 * D * F + F + D
-    row = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    bh = row * H + head
-    rd = tl.arange(0, D)
-    rm = tl.arange(0, MB)
+    _, bh, gamma, beta, tf, tf_last, end = program_setup(TF, LN_W, LN_B, ENDS, H, D, MB)
     gw1_0, gb1_0, gw2_0, gb2_0 = _load(G0, bh * P, D)
-    gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
-    beta = tl.load(LN_B + head * D + rd).to(tl.float32)
-    tf = tl.load(TF + rm).to(tl.float32)
-    tf_last = tl.load(TF + MB - 1).to(tl.float32)
-    end = tl.load(ENDS + row)
-    causal = rm[:, None] >= rm[None, :]
     # gradients of the state after the mini-batch being walked (first: the final state's)
     dw1, db1, dw2, db2 = _load(D_S, bh * P, D)
     dgw1, dgb1, dgw2, dgb2 = _load(D_G, bh * P, D)
@@ -158,32 +161,14 @@ def ttt_mlp_bwd_kernel(
         gw2_in = first * gw2_0
         gb2_in = first * gb2_0
         w1, b1, w2, b2 = _load(S_SAVE, (bh * N_MB + m) * P, D)
-        tok = bh * N + m * MB + rm
-        md = tok[:, None] * D + rd[None, :]
-        x1 = tl.load(K + md).to(tl.float32)
-        xq = tl.load(Q + md).to(tl.float32)
-        val = tl.load(V + md).to(tl.float32)
-        lr = tl.load(LR + tok).to(tl.float32)
+        tok, md, x1, xq, val, lr = load_tokens(Q, K, V, LR, bh, N, m, D, MB)
         d_out = tl.load(D_OUT + md).to(tl.float32)
         # recompute the forward of this mini-batch
-        target = val - x1
-        z1 = tl.dot(x1, w1, input_precision=PREC) + b1[None, :]
-        x2 = gelu(z1)
-        x_hat, std = ln_stats(tl.dot(x2, w2, input_precision=PREC) + b2[None, :], D, eps)
-        g_hat, g2 = ln_l2_grad(x_hat, std, target, gamma, beta, D)
-        gelu1, gelu1_2 = gelu_grad(z1)
-        h = tl.dot(g2, tl.trans(w2), input_precision=PREC)
-        g1 = h * gelu1
-        eta = tl.where(causal, tf[:, None] * lr[None, :], 0.0)
-        attn1 = tl.dot(xq, tl.trans(x1), input_precision=PREC) + 1.0
-        carried1 = tl.dot(xq, gw1_in, input_precision=PREC) + gb1_in[None, :]
-        zq1 = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - tf[:, None] * carried1
-        zq1 -= tl.dot(eta * attn1, g1, input_precision=PREC)
-        xq2 = gelu(zq1)
-        attn2 = tl.dot(xq2, tl.trans(x2), input_precision=PREC) + 1.0
-        carried2 = tl.dot(xq2, gw2_in, input_precision=PREC) + gb2_in[None, :]
-        zq2 = tl.dot(xq2, w2, input_precision=PREC) + b2[None, :] - tf[:, None] * carried2
-        zq2 -= tl.dot(eta * attn2, g2, input_precision=PREC)
+        x2, x_hat, std, g_hat, g2, gelu1, gelu1_2, h, g1 = _keys(x1, val, w1, b1, w2, b2, gamma, beta, eps, D, PREC)
+        causal, eta = causal_eta(tf, lr, MB)
+        attn1, carried1, zq1, xq2, attn2, carried2, zq2 = _queries(
+            xq, x1, x2, g1, g2, w1, b1, w2, b2, gw1_in, gb1_in, gw2_in, gb2_in, eta, tf, PREC
+        )
         zq_hat, zq_std = ln_stats(zq2, D, eps)
         p1 = lr[:, None] * g1
         p2 = lr[:, None] * g2
@@ -252,7 +237,7 @@ def ttt_mlp_bwd_kernel(
         dg2 += tl.dot(dh, w2, input_precision=PREC)
         dw2 += tl.dot(tl.trans(dh), g2, input_precision=PREC)
         # g2 = ∂/∂Z2 ½‖LN(Z2) − (V − X1)‖²,  Z2 = X2 W2 + b2,  X2 = gelu(Z1),  Z1 = X1 W1 + b1
-        dz2, d_target, d_gamma_g, d_beta_g = ln_l2_grad_bwd(dg2, g2, g_hat, x_hat, std, target, gamma, beta, D)
+        dz2, d_target, d_gamma_g, d_beta_g = ln_l2_grad_bwd(dg2, g2, g_hat, x_hat, std, val - x1, gamma, beta, D)
         d_gamma += d_gamma_g
         d_beta += d_beta_g
         dx2 += tl.dot(dz2, tl.trans(w2), input_precision=PREC)
@@ -266,10 +251,7 @@ def ttt_mlp_bwd_kernel(
         tl.store(DK + md, dx1.to(DK.dtype.element_ty))
         tl.store(DV + md, d_target.to(DV.dtype.element_ty))
         tl.store(DLR + tok, dlr.to(DLR.dtype.element_ty))
-    d_tf += tl.where(rm == MB - 1, d_tf_last, 0.0)
-    tl.store(DTF + bh * MB + rm, d_tf)
-    tl.store(DLN_W + bh * D + rd, d_gamma)
-    tl.store(DLN_B + bh * D + rd, d_beta)
+    store_shared_grads(DTF, DLN_W, DLN_B, bh, d_tf, d_tf_last, d_gamma, d_beta, D, MB)
     _store(DS0, bh * P, dw1, db1, dw2, db2, D)
     _store(DG0, bh * P, dgw1, dgb1, dgw2, dgb2, D)
 
@@ -284,22 +266,11 @@ def ttt_mlp_step_kernel(
     """The primal step for one token per (row, head) (the contract of `linear.py: ttt_linear_step_kernel`)."""
     F: tl.constexpr = 4 * D
     P: tl.constexpr = 2 * D * F + F + D
-    row = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    bh = row * H + head
-    rd = tl.arange(0, D)
+    bh, gamma, beta, x1, xq, val, valid, lr, offset, tf, tf_last = step_setup(
+        Q, K, V, LR, TF, LN_W, LN_B, OFFSET, VALID, H, D, MB
+    )
     w1, b1, w2, b2 = _load(S, bh * P, D)
     gw1, gb1, gw2, gb2 = _load(G, bh * P, D)
-    gamma = tl.load(LN_W + head * D + rd).to(tl.float32)
-    beta = tl.load(LN_B + head * D + rd).to(tl.float32)
-    x1 = tl.load(K + bh * D + rd).to(tl.float32)
-    xq = tl.load(Q + bh * D + rd).to(tl.float32)
-    val = tl.load(V + bh * D + rd).to(tl.float32)
-    valid = tl.load(VALID + row).to(tl.float32)
-    lr = tl.load(LR + bh).to(tl.float32) * valid
-    offset = tl.load(OFFSET + row)
-    tf = tl.load(TF + offset).to(tl.float32)
-    tf_last = tl.load(TF + MB - 1).to(tl.float32)
     # a vector-matrix product is a broadcast and a sum over the input dim; the LN helpers take [1, D] rows
     z1 = tl.sum(x1[:, None] * w1, axis=0) + b1
     x2 = gelu(z1)
@@ -318,7 +289,7 @@ def ttt_mlp_step_kernel(
     zq2 = tl.sum(xq2[:, None] * w2, axis=0) + b2 - tf * (tl.sum(xq2[:, None] * gw2, axis=0) + gb2)
     zq_hat, _ = ln_stats(zq2[None, :], D, eps)
     out = valid * (xq + gamma * tl.sum(zq_hat, axis=0) + beta)
-    tl.store(OUT + bh * D + rd, out.to(OUT.dtype.element_ty))
+    tl.store(OUT + bh * D + tl.arange(0, D), out.to(OUT.dtype.element_ty))
     close = tl.where(offset + valid.to(tl.int64) == MB, 1.0, 0.0)
     keep = tf_last * close
     _store(S_NEW, bh * P, w1 - keep * gw1, b1 - keep * gb1, w2 - keep * gw2, b2 - keep * gb2, D)
