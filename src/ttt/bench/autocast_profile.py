@@ -1,12 +1,12 @@
 """Where bf16 autocast prefill spends its time: which ops run in float32, which in bfloat16, and what the casts cost.
 
     python -m ttt.bench.autocast_profile [--size 125m] [--layer linear] [--seq-len 2048] [--threads 1] [--top 15]
-                                         [--implementation auto|compiled]
+                                         [--implementation auto|compiled] [--train]
 
-Times one prefill (batch 1, no grad, logits of the last token) in float32 and under `torch.autocast("cpu",
-torch.bfloat16)` (medians of 3 after a warm-up), then profiles one autocast prefill with torch.profiler and prints the
-ops by self CPU time with the dtypes of their inputs, the casts (aten::_to_copy) in total, and the split between
-matrix products in bfloat16 and in float32.
+Times one prefill (batch 1, no grad, logits of the last token), or with `--train` one training step (forward +
+backward of the LM loss), in float32 and under `torch.autocast("cpu", torch.bfloat16)` (medians of 3 after a
+warm-up), then profiles one autocast step with torch.profiler and prints the ops by self CPU time with the dtypes of
+their inputs, the casts (aten::_to_copy) in total, and the split between matrix products in bfloat16 and in float32.
 """
 
 from __future__ import annotations
@@ -25,11 +25,24 @@ from .spec import SIZES
 MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::matmul", "aten::linear", "aten::baddbmm")
 
 
-def prefill_seconds(model: TTTForCausalLM, ids: torch.Tensor, autocast: bool) -> float:
-    def run() -> None:
-        cache = TTTCache.from_model(model, 1)
+def step(model: TTTForCausalLM, ids: torch.Tensor, autocast: bool, train: bool) -> None:
+    """One prefill (no grad, a cache, the last token's logits) or, with `train`, one forward + backward of the LM
+    loss (autocast around the forward, as the trainer does)."""
+    if train:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            model(ids, cache=cache, logits_to_keep=1)
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        model(ids, cache=TTTCache.from_model(model, 1), logits_to_keep=1)
+
+
+def prefill_seconds(model: TTTForCausalLM, ids: torch.Tensor, autocast: bool, train: bool = False) -> float:
+    """Median seconds of `step` over 3 calls after a warm-up."""
+
+    def run() -> None:
+        step(model, ids, autocast, train)
 
     run()
     times = []
@@ -48,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--implementation", default="auto", choices=["auto", "compiled"], help="ttt_implementation")
+    p.add_argument("--train", action="store_true", help="a training step (forward + backward) instead of a prefill")
     args = p.parse_args(argv)
     if args.seq_len < 1 or args.threads < 1 or args.top < 1:
         p.error("--seq-len, --threads and --top must be >= 1")
@@ -55,20 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     preset, overrides = SIZES[args.size]
     torch.manual_seed(0)
     config = get_preset(f"ttt-{args.layer}-{preset}", **overrides, ttt_implementation=args.implementation)
-    model = TTTForCausalLM(config).eval()
+    model = TTTForCausalLM(config).train(args.train)
     ids = torch.randint(0, model.config.vocab_size, (1, args.seq_len))
-    with torch.no_grad():
-        fp32 = prefill_seconds(model, ids, autocast=False)
-        bf16 = prefill_seconds(model, ids, autocast=True)
-        cache = TTTCache.from_model(model, 1)
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                model(ids, cache=cache, logits_to_keep=1)
+    fp32 = prefill_seconds(model, ids, autocast=False, train=args.train)
+    bf16 = prefill_seconds(model, ids, autocast=True, train=args.train)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step(model, ids, autocast=True, train=args.train)
+    what = "training step" if args.train else "prefill"
     print(
         f"ttt-{args.layer}-{args.size} ({args.implementation}), T = {args.seq_len}, {args.threads} thread(s), "
         f"torch {torch.__version__}"
     )
-    print(f"prefill float32 {fp32 * 1e3:.0f} ms, bf16 autocast {bf16 * 1e3:.0f} ms: {fp32 / bf16:.2f}x\n")
+    print(f"{what} float32 {fp32 * 1e3:.0f} ms, bf16 autocast {bf16 * 1e3:.0f} ms: {fp32 / bf16:.2f}x\n")
 
     # self times: each op's own time, so nested ops are not counted twice
     by_op: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
