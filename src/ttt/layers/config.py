@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ops import IMPLEMENTATIONS, OPTIMIZERS, InnerOptimizer
+from ..ops import IMPLEMENTATIONS, OPTIMIZERS, InnerOptimizer, check_triton_tiles
 
 TOKEN_FACTORS = ("learned", "harmonic", "one")
 # TTTConfig's names for the fields whose layer name differs
@@ -108,9 +108,7 @@ class TTTLayerConfig:
                     f"{name}='triton' runs the paper's inner loop (gd, inner_norm, inner_residual, inner_bias, no "
                     f"retention); {option}={value!r} needs another implementation ('auto')"
                 )
-        for option, value in (("mini_batch_size", self.mini_batch_size), ("head_dim", self.head_dim)):
-            if value < 16 or value & (value - 1):
-                raise ValueError(f"{name}='triton' needs a power of two >= 16 for {option}, got {value}")
+        check_triton_tiles(self.mini_batch_size, self.head_dim)
 
     @staticmethod
     def _name(name: str) -> str:

@@ -9,8 +9,8 @@ release, for another CPU capability or for other weights is not used: a one-line
 eager. The package's logits equal eager's (tested), so `generate` gives the same tokens.
 
 Packages of float32 and bfloat16 weights hold no weights: at its first use a package is bound to the model's own
-parameter tensors (AOTInductor's user-managed constants: no copy), so it is ~1 MB instead of the weights' size, loads
-in a fraction of a second and adds no memory. int8 packages keep their weights inside (torchao's quantized tensors
+parameter tensors (AOTInductor's user-managed constants: no copy), so on disk it is its compiled code instead of the
+weights' size, and loading it reads no weights. int8 packages keep their weights inside (torchao's quantized tensors
 are unwrapped by the export into tensors the model does not hold). A package takes the cache's tensors in the order
 `TTTLayerState.named_tensors` lists them.
 """
@@ -46,8 +46,7 @@ AOT_MANIFEST = "manifest.json"
 FORMAT = "ttt-aot-decode-2"
 # weight formats whose packages are bound to the model's tensors at load (the others carry their weights); such a
 # package is compiled without the weights and without oneDNN's prepacked copies of them (cpp.weight_prepack), which
-# it would otherwise make at its first step: measured on ttt-linear-125m, +450 MiB with prepacking, +21 MiB without,
-# at the same ms/token
+# it would otherwise make of every linear weight at its first step
 BOUND_WEIGHTS = ("float32", "bfloat16")
 BOUND_CONFIG = {"aot_inductor.package_constants_in_so": False, "cpp.weight_prepack": False}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}

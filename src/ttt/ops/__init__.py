@@ -17,7 +17,7 @@ from .ln import gelu_tanh, gelu_tanh_bwd, ln_fused_l2_bwd, ln_fwd
 from .nadaraya_watson import ttt_nadaraya_watson
 from .naive import ttt_naive
 from .primal import ttt_primal, ttt_primal_step
-from .spec import InnerSpec
+from .spec import InnerSpec, check_triton_tiles
 from .state import Params, TTTState, layer_weight
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "OPTIMIZERS",
     "InnerOptimizer",
     "InnerSpec",
+    "check_triton_tiles",
     "Params",
     "TTTState",
     "forward_keys",

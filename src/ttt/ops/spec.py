@@ -19,6 +19,14 @@ from .inner_optim import GD, InnerOptimizer
 from .ln import TTT_LN_EPS
 
 
+def check_triton_tiles(mini_batch_size: int, head_dim: int) -> None:
+    """The Triton kernels' tiles (`tl.dot`): raise ValueError unless mini_batch_size and head_dim are powers of two
+    >= 16. Here, not in `triton/`, so the layer config checks it without importing triton."""
+    for name, value in (("mini_batch_size", mini_batch_size), ("head_dim", head_dim)):
+        if value < 16 or value & (value - 1):
+            raise ValueError(f"ttt_implementation='triton' needs a power of two >= 16 for {name}, got {value}")
+
+
 @dataclass(frozen=True)
 class InnerSpec:
     """The fixed part of a TTT inner loop.

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..grid import Grid
-from ..spec import InnerSpec
+from ..spec import InnerSpec, check_triton_tiles
 from ..state import Params, TTTState, layer_weight
 from .function import KERNELS, TTTFunction, step
 
@@ -40,10 +40,7 @@ def check_supported(spec: InnerSpec, state: TTTState, q: Tensor, retention: Tens
         problems.append("retention (inner_weight_decay or forget_gate)")
     if problems:
         raise ValueError(f"ttt_implementation='triton' runs {PAPER_LAYER}; this layer has {', '.join(problems)}")
-    b, dim = spec.mini_batch_size, q.shape[-1]
-    for name, value in (("mini_batch_size", b), ("head_dim", dim)):
-        if value < 16 or value & (value - 1):
-            raise ValueError(f"ttt_implementation='triton' needs a power of two >= 16 for {name}, got {value}")
+    check_triton_tiles(spec.mini_batch_size, q.shape[-1])
     if q.dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"ttt_implementation='triton' takes float32 or bfloat16 inputs, got {q.dtype}")
     if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
