@@ -211,7 +211,7 @@ def export(args: argparse.Namespace) -> int:
     if not isinstance(model, TTTForCausalLM):
         raise ValueError(f"{path} holds a {type(model).__name__}: ttt export builds the decode step of TTT models")
     start = time.time()
-    manifest = export_decode(model.eval(), folder, args.batch_sizes, args.dtypes, print, args.weights)
+    manifest = export_decode(model.eval(), folder, args.batch_sizes, args.dtypes, print, args.weights, args.linears)
     print(f"wrote {manifest.parent} in {time.time() - start:.0f} s: from_pretrained, ttt generate and ttt serve use it")
     return 0
 
@@ -325,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["float32"],
         help="linear-layer weight formats, one package each: float32, bfloat16, int8 (the rest stays float32)",
+    )
+    p.add_argument(
+        "--linears",
+        choices=["auto", "streaming", "matmul"],
+        default="auto",
+        help="how packages compute the float32/bfloat16 linear layers: auto (default) streams the weights through a "
+        "reduction up to 4 rows per step, where it reads them faster than the matrix product, and multiplies above",
     )
     p.set_defaults(func=export)
 

@@ -213,3 +213,35 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     assert all(r["status"] == "ok" for r in rows), rows
     report = (out / "report.md").read_text()
     assert "ttt bench --smoke" in report and "GEMM" in report and "Targets" in report
+
+
+def test_aot_specs_decode_through_a_package_and_skip_training(tmp_path: Path) -> None:
+    """`--impl aot`: the default implementation with a `ttt export` package for the job's batch, used by decode."""
+    models = parse_models("ttt-linear", "auto,aot", "tiny")
+    spec = BenchSpec(models, [32], decode_lengths=[32], train_lengths=[32], kernels=False, repeats=1)
+    kinds = {(j.kind, j.model.impl) for j in plan(spec)}
+    assert ("train", "aot") not in kinds and {("prefill", "aot"), ("decode", "aot"), ("train", "auto")} <= kinds
+    aot = next(m for m in models if m.impl == "aot")
+    model = bench_models.build(aot)
+    assert model.config.ttt_implementation == "auto"
+    assert bench_models.attach_packages(model, aot, 2, "float32", tmp_path) > 0
+    assert set(model._decode_artifacts) == {(2, torch.float32, "float32")}
+    eager = bench_models.build(ModelSpec("ttt-linear", "tiny", "auto"))
+    caches = []
+    for m in (model, eager):
+        torch.manual_seed(1)  # the same prompt for both
+        caches.append(bench_models.synthetic_cache(m, "ttt", 2, 32))
+    token = torch.zeros(2, 1, dtype=torch.long)
+    used = []
+    original = model._artifact_decode
+
+    def spy(*args):
+        logits = original(*args)
+        used.append(logits is not None)
+        return logits
+
+    model._artifact_decode = spy
+    with torch.no_grad():
+        got, expected = (bench_models.decode_step(m, "ttt", token, c) for m, c in zip((model, eager), caches))
+    assert used == [True] and (got - expected).abs().max() / expected.abs().max() < 1e-5
+    assert bench_models.attach_packages(eager, ModelSpec("ttt-linear", "tiny", "auto"), 2, "float32", tmp_path) == 0

@@ -168,6 +168,15 @@ def test_export_refuses_bad_options(exported):
         export_decode(model, folder, dtypes=("float8",))
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         export_decode(model, folder / AOT_FOLDER)
+    with pytest.raises(ValueError, match="linears must be one of"):
+        export_decode(model, folder, linears="gemv")
+
+
+def test_manifest_says_how_linears_run(exported):
+    """Up to STREAMING_MAX_BATCH rows the packages stream the weights through a reduction (models/streaming.py)."""
+    _, folder = exported
+    entries = json.loads((folder / AOT_FOLDER / AOT_MANIFEST).read_text())["packages"]
+    assert {e["batch_size"]: e["linears"] for e in entries} == {b: "streaming" for b in BATCH_SIZES}
 
 
 @pytest.mark.parametrize("weights", ["bfloat16", "int8"])

@@ -80,7 +80,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--models", help="comma-separated: ttt-linear, ttt-mlp, ttt-linear-T, ttt-mlp-T, transformer++, mamba"
     )
-    p.add_argument("--impl", help="TTT implementations, comma-separated (auto, dual, primal, naive, ...)")
+    p.add_argument(
+        "--impl",
+        help="TTT implementations, comma-separated (auto, dual, primal, naive, ...; aot: auto decoding through "
+        "`ttt export` packages)",
+    )
     p.add_argument("--lengths", help="prefill lengths (batch 1; decode at batch 1 follows each), e.g. 1k,2k,4k")
     p.add_argument("--decode-lengths", help="lengths of the batch-B decode from a synthetic state ('' for none)")
     p.add_argument("--decode-batch", type=int, default=None, help="batch of the synthetic-state decode (16)")

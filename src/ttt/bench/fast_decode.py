@@ -9,7 +9,9 @@ sizes asked for (`export_decode`, timed). Then, per batch size, ms/token of sing
 100-token prompt, for
     eager      the default path without packages (`ttt_implementation="auto"`)
     compiled   `ttt_implementation="compiled"` (torch.compile; its compile time reported apart)
-    aot        the same folder loaded with `from_pretrained`, its AOT decode packages attached
+    aot        the same folder loaded with `from_pretrained`, its AOT decode packages attached (`linears="auto"`: the
+               linear layers as streaming reductions up to 4 rows, `models/streaming.py`)
+    aot_matmul with `--compare-linears`: packages of the same weights whose linear layers are torch's matrix product
 measured in alternating rounds (median of the per-round medians), and `linears`: the model's linear layers alone,
 one token per row through each in turn (the matrix-vector products of a step, nothing else; what the weights cost at
 the speed torch's kernels read them). The limit is the bytes of weights a step reads
@@ -200,11 +202,18 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
     reference.save_pretrained(folder)
     export = functools.partial(export_decode, reference, folder, args.batches, weights=args.weights, log=lambda _: None)
     row: dict[str, Any] = dict(size=size, layer=layer, export_s=_seconds(export), formats={})
+    matmul = folder.with_name(folder.name + "-matmul")
+    if args.compare_linears:
+        shutil.rmtree(matmul, ignore_errors=True)
+        reference.save_pretrained(matmul)
+        export_decode(reference, matmul, args.batches, weights=args.weights, linears="matmul", log=lambda _: None)
     for fmt in args.weights:
         eager = quantize_weights(TTTForCausalLM.from_pretrained(folder).eval(), fmt)
         eager.use_decode_artifacts({}, None)
         fast = quantize_weights(TTTForCausalLM.from_pretrained(folder).eval(), fmt)
         paths = {"eager": eager, "aot": fast}
+        if args.compare_linears:
+            paths["aot_matmul"] = quantize_weights(TTTForCausalLM.from_pretrained(matmul).eval(), fmt)
         if fmt == "float32":
             compiled = TTTForCausalLM.from_pretrained(folder, ttt_implementation="compiled").eval()
             compiled.use_decode_artifacts({}, None)
@@ -240,10 +249,10 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
     lines = [
-        "| model | weights | batch | official ms/tok | eager | compiled | aot | aot vs official | aot vs eager "
-        "| weight bytes | limit (bandwidth) | aot / limit | linears alone | linears / limit "
+        "| model | weights | batch | official ms/tok | eager | compiled | aot | aot, matmul linears | aot vs official "
+        "| aot vs eager | weight bytes | limit (bandwidth) | aot / limit | linears alone (eager) | linears / limit "
         "| logits error vs float32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for fmt, result in r["formats"].items():
@@ -251,10 +260,11 @@ def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
                 m = result[f"b{b}"]
                 compiled = f"{m['compiled']:.2f}" if "compiled" in m else "-"
                 official = f"{m['official']:.2f}" if "official" in m else "-"
+                matmul = f"{m['aot_matmul']:.2f}" if "aot_matmul" in m else "-"
                 versus = f"{m['official'] / m['aot']:.1f}x" if "official" in m else "-"
                 lines.append(
                     f"| ttt-{r['layer']}-{r['size']} | {fmt} | {b} | {official} | {m['eager']:.2f} | {compiled} | "
-                    f"{m['aot']:.2f} | {versus} | {m['eager'] / m['aot']:.1f}x | "
+                    f"{m['aot']:.2f} | {matmul} | {versus} | {m['eager'] / m['aot']:.1f}x | "
                     f"{result['weight_bytes'] / 2**20:.1f} MiB | "
                     f"{m['limit_ms']:.2f} ms ({m['bandwidth_gb_s']:.0f} GB/s) | {m['aot'] / m['limit_ms']:.2f}x | "
                     f"{m['linears']:.2f} | {m['linears'] / m['limit_ms']:.2f}x | {result['logits_error']:.1e} |"
@@ -297,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also decode the Transformer++ baseline of each size with a KV cache of these lengths (e.g. 1024 8192)",
     )
     p.add_argument("--baseline-batches", nargs="+", type=int, default=[1], help="batch sizes of the baseline's decode")
+    p.add_argument(
+        "--compare-linears",
+        action="store_true",
+        help="also time packages whose linear layers use torch's matrix product (aot_matmul) beside the default",
+    )
     args = p.parse_args(argv)
     if any(b < 1 for b in args.batches) or args.steps < 1 or args.rounds < 1 or args.threads < 1:
         p.error("--batches, --steps, --rounds and --threads must be >= 1")

@@ -8,13 +8,15 @@ formula they are tested against).
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ..hf_compat import CACHE_NAME
-from .spec import SIZES, ModelSpec
+from .spec import AOT, SIZES, ModelSpec
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -33,7 +35,7 @@ def ttt_config(spec: ModelSpec):
     overrides: dict[str, Any] = dict(SIZES[spec.size][1])
     overrides["vocab_size"] = vocab_size(spec.size)
     if spec.impl is not None:
-        overrides["ttt_implementation"] = spec.impl
+        overrides["ttt_implementation"] = "auto" if spec.impl == AOT else spec.impl
     return get_preset(spec.preset, **overrides)
 
 
@@ -52,6 +54,27 @@ def build(spec: ModelSpec, seed: int = 0) -> PreTrainedModel:
     keep = ("hidden_size", "num_attention_heads") if spec.family == "transformer++" else ("hidden_size",)
     shape = {k: v for k, v in overrides.items() if k in keep}
     return build_model(f"{spec.family}-{base}", vocab_size(spec.size), shape).eval()
+
+
+def attach_packages(model: PreTrainedModel, spec: ModelSpec, batch: int, dtype: str, folder: Path) -> float:
+    """For an `aot` spec: save `model` in `folder`, build its decode package for `batch` rows (`ttt export`; with
+    dtype bfloat16 the linear layers' weights become bfloat16 and the package is built for them) and attach it.
+    Returns the export's seconds (0 for other specs, which are left as they are)."""
+    if spec.impl != AOT:
+        return 0.0
+    from ..models import TTTForCausalLM, attach_decode_artifacts, export_decode, quantize_weights
+
+    if not isinstance(model, TTTForCausalLM):
+        raise TypeError(f"an aot spec builds a TTTForCausalLM, got {type(model).__name__}")
+    weights = "bfloat16" if dtype == "bfloat16" else "float32"
+    model.save_pretrained(folder)
+    start = time.perf_counter()
+    export_decode(model, folder, [batch], weights=[weights], log=lambda _: None)
+    seconds = time.perf_counter() - start
+    if attach_decode_artifacts(model, folder) != 1:
+        raise RuntimeError(f"the package exported to {folder} was not attached")
+    quantize_weights(model, weights)  # keeps the package: it was built for these weights in this format
+    return seconds
 
 
 def new_cache(model: PreTrainedModel, family: str, batch: int) -> Any:

@@ -2,8 +2,9 @@
 
 A model is named without its size (`ttt-linear`, `ttt-mlp-T`, `transformer++`, `mamba`, `official-linear`, ...) and
 takes the run's `--size`; each TTT model runs once per implementation in `--impl` (any name the layers accept, so a
-new implementation appears here as soon as `ttt.layers.ttt.IMPLEMENTATIONS` lists it). A job is one measurement in
-one child process: (kind, model, T, batch, repeat). Jobs of one repeat alternate between models so that the noise of
+new implementation appears here as soon as `ttt.layers.ttt.IMPLEMENTATIONS` lists it; and `aot`: the default
+implementation with `ttt export` decode packages attached, in prefill and decode jobs). A job is one measurement in one
+child process: (kind, model, T, batch, repeat). Jobs of one repeat alternate between models so that the noise of
 a shared machine hits every model alike.
 """
 
@@ -31,6 +32,11 @@ SIZES: dict[str, tuple[str, dict[str, int]]] = {
     "760m": ("760m", {}),
     "1.3b": ("1.3b", {}),
 }
+
+
+# the default implementation decoding through AOT packages (`ttt export`) built in the job for its batch size
+AOT = "aot"
+BENCH_IMPLEMENTATIONS = (*IMPLEMENTATIONS, AOT)
 
 
 class SpecError(ValueError):
@@ -157,8 +163,9 @@ def parse_models(models: str, impls: str, size: str) -> list[ModelSpec]:
         raise SpecError(f"--size: unknown size {size!r}; sizes: {', '.join(SIZES)}")
     impl_list = [s.strip() for s in impls.split(",") if s.strip()]
     for impl in impl_list:
-        if impl not in IMPLEMENTATIONS:
-            raise SpecError(f"--impl: unknown implementation {impl!r}; implementations: {', '.join(IMPLEMENTATIONS)}")
+        if impl not in BENCH_IMPLEMENTATIONS:
+            names = ", ".join(BENCH_IMPLEMENTATIONS)
+            raise SpecError(f"--impl: unknown implementation {impl!r}; implementations: {names}")
     if not impl_list:
         raise SpecError("--impl: give at least one implementation")
     out: list[ModelSpec] = []
@@ -196,6 +203,9 @@ def plan(spec: BenchSpec) -> list[Job]:
                 for model in order:
                     # the naive oracle only prefills: its decode and training are the primal step and autograd
                     if model.impl == "naive" and kind != "prefill":
+                        continue
+                    # packages change only decoding: training with them is the default implementation's
+                    if model.impl == AOT and kind == "train":
                         continue
                     # the official cache has no synthetic-state entry point: its decode is the batch-1 one
                     if model.family == "official" and kind == "decode":

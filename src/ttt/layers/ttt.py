@@ -382,7 +382,32 @@ class TTTBase(nn.Module):
     def inner_loop(
         self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, lr: Tensor, ttt_state: TTTState, lengths: Tensor | None
     ) -> tuple[Tensor, TTTState]:
-        """z [B, T, H, D] = TTT(q, k, v; lr, tf) from `ttt_state`, in the configured form; returns the new state."""
+        """z [B, T, H, D] = TTT(q, k, v; lr, tf) from `ttt_state`, in the configured form; returns the new state.
+
+        Under autocast the inner loop runs with autocast off, in the state's dtype (float32): q, k, v and lr are cast
+        once per call, instead of autocast casting the operands of each of the loop's small products, mini-batch by
+        mini-batch, to bfloat16 and the results back for the float32 state (docs/fast_inference.md has the profile
+        that showed those casts). The Triton kernels take bfloat16 inputs as they are (their arithmetic is float32).
+        """
+        retention = self.retention(x)
+        device = q.device.type
+        if self.implementation == "triton" or not torch.is_autocast_enabled(device):
+            return self._run_form(q, k, v, lr, ttt_state, lengths, retention)
+        dtype = self.state_dtype
+        with torch.autocast(device, enabled=False):
+            r = None if retention is None else retention.to(dtype)
+            return self._run_form(q.to(dtype), k.to(dtype), v.to(dtype), lr.to(dtype), ttt_state, lengths, r)
+
+    def _run_form(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        lr: Tensor,
+        ttt_state: TTTState,
+        lengths: Tensor | None,
+        retention: Tensor | None,
+    ) -> tuple[Tensor, TTTState]:
         return ttt_forward(
             self.implementation,
             q,
@@ -392,7 +417,7 @@ class TTTBase(nn.Module):
             self.inner_spec(),
             ttt_state,
             lengths,
-            self.retention(x),
+            retention,
             remat_mini_batch_group_size=self.remat_mini_batch_group_size,
         )
 

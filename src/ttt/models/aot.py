@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +36,7 @@ from ..integrity import MANIFEST as CHECKSUMS
 from ..integrity import DamagedFileError, sha256_of
 from ..layers import TTTBase, TTTLayerState
 from .cache import TTTCache
+from .streaming import STREAMING_MAX_BATCH, streaming_linears
 from .weights import WEIGHT_FORMATS, quantize_weights, weights_signature
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ FORMAT = "ttt-aot-decode-2"
 BOUND_WEIGHTS = ("float32", "bfloat16")
 BOUND_CONFIG = {"aot_inductor.package_constants_in_so": False, "cpp.weight_prepack": False}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+# how a package computes the linear layers: "streaming" (a reduction per output, `models/streaming.py`), "matmul"
+# (torch's matrix product), "auto" (streaming up to STREAMING_MAX_BATCH rows)
+LINEAR_KINDS = ("auto", "streaming", "matmul")
 
 
 def platform_tag() -> dict[str, str]:
@@ -139,15 +143,18 @@ def export_decode(
     dtypes: Sequence[str] = ("float32",),
     log: Callable[[str], None] = print,
     weights: Sequence[str] = ("float32",),
+    linears: str = "auto",
 ) -> Path:
     """Build the decode packages for `model` (the weights in `folder`, float32) and store them in `folder/aot/`
     (replacing what is there, atomically): one per batch size, dtype (the whole model's, state included) and weight
     format (`quantize_weights`: the linear layers in float32, bfloat16 or int8, the rest float32). Returns the
-    manifest's path.
+    manifest's path. `linears` (one of LINEAR_KINDS) says how the packages compute the float32 and bfloat16 linear
+    layers: "auto" streams the weights through a reduction (`models/streaming.py`) at batch sizes up to
+    STREAMING_MAX_BATCH, where that reads them faster than the matrix product, and uses the matrix product above.
 
-    Raises ValueError for a model without a fixed-size state, a batch size < 1, an unknown dtype or weight format
-    name, or a weight format other than float32 with a dtype other than float32; FileNotFoundError when `folder`
-    holds no model.safetensors."""
+    Raises ValueError for a model without a fixed-size state, a batch size < 1, an unknown dtype, weight format or
+    `linears` name, or a weight format other than float32 with a dtype other than float32; FileNotFoundError when
+    `folder` holds no model.safetensors."""
     folder = Path(folder)
     if not all(layer.seq_modeling_block.supports_cache for layer in model.model.layers):
         raise ValueError("this model has no fixed-size state (generic / Nadaraya-Watson layers): nothing to export")
@@ -160,6 +167,8 @@ def export_decode(
     for name in weights:
         if name not in WEIGHT_FORMATS:
             raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {name!r}")
+    if linears not in LINEAR_KINDS:
+        raise ValueError(f"linears must be one of {LINEAR_KINDS}, got {linears!r}")
     if any(w != "float32" for w in weights) and any(d != "float32" for d in dtypes):
         raise ValueError(
             "bfloat16 / int8 weights keep the rest of the model in float32: export them with dtype float32"
@@ -178,7 +187,9 @@ def export_decode(
                     example = [t.contiguous() for template in templates for t in template.named_tensors().values()]
                     token = torch.zeros(b, 1, dtype=torch.long, device=variant.device)
                     bound = fmt in BOUND_WEIGHTS
-                    with torch.no_grad(), _primal_layers(variant):
+                    stream = linears == "streaming" or (linears == "auto" and b <= STREAMING_MAX_BATCH)
+                    streamed = streaming_linears(variant) if stream else nullcontext(0)
+                    with torch.no_grad(), _primal_layers(variant), streamed as switched:
                         program = torch.export.export(graph, (token, *example))
                         torch._inductor.aoti_compile_and_package(
                             program,
@@ -187,6 +198,7 @@ def export_decode(
                         )
                     entry = {"file": file, "batch_size": b, "dtype": dtype, "weights_format": fmt}
                     entry["weights"] = "model" if bound else "package"
+                    entry["linears"] = "streaming" if switched else "matmul"
                     entries.append({**entry, "state": graph.names, "sha256": sha256_of(out / file)})
         manifest = {"format": FORMAT, **platform_tag(), "weights": weights_sha, "packages": entries}
         (out / AOT_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -1,0 +1,78 @@
+"""Linear layers as streaming reductions for small-batch decode packages.
+
+At batch 1 a decode step is matrix-vector products over weights that do not fit in cache: its cost is the bytes of
+the weights over the memory bandwidth. One thread of torch's CPU matrix product reads a weight matrix at about half
+the bandwidth a plain sum reaches (`python -m ttt.bench.fast_decode` reports the linear layers' share of a step and
+the bandwidth measured in the same run). Written as an elementwise product summed over the input features,
+
+    y[..., o] = Σ_i x[..., i] · W[o, i] (+ b[o]),
+
+the same product is one reduction loop that inductor compiles into a single pass over W (the product is fused, never
+materialized), which streams the weights near the bandwidth. At larger batches the matrix product reuses each weight
+for several rows and wins, so packages use the reduction only up to `STREAMING_MAX_BATCH` rows.
+
+Only the order of the additions differs from `F.linear` (float32: relative differences ~1e-7; tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from .weights import BF16Linear
+
+# the largest batch size (rows per step) at which a package uses the reduction: measured side by side on one thread
+# of an AVX-512 CPU (`python -m ttt.bench.fast_decode --linears streaming`), the reduction is ahead at 1, 2 and 4 rows
+# and behind at 8
+STREAMING_MAX_BATCH = 4
+
+
+def streaming_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.linear(x, weight, bias)` as a sum of products over the input features: x [..., in], weight [out, in],
+    bias [out] -> [..., out], in the dtype of `x` and `weight` (which must match), accumulated in float32 when they
+    are bfloat16 (as the matrix product does)."""
+    if x.dtype != weight.dtype:
+        raise ValueError(f"x is {x.dtype} and the weight {weight.dtype}: cast one first")
+    acc = torch.promote_types(x.dtype, torch.float32)
+    wide = x.unsqueeze(-2).to(acc) * weight.to(acc)  # [..., out, in], fused into the reduction by inductor
+    out = wide.sum(-1).to(x.dtype)
+    return out if bias is None else out + bias
+
+
+def _bf16_forward(linear: BF16Linear) -> Callable[[Tensor], Tensor]:
+    def forward(x: Tensor) -> Tensor:
+        bias = None if linear.bias is None else linear.bias.to(linear.weight.dtype)
+        return streaming_linear(x.to(linear.weight.dtype), linear.weight, bias).to(x.dtype)
+
+    return forward
+
+
+def _float_forward(linear: nn.Linear) -> Callable[[Tensor], Tensor]:
+    def forward(x: Tensor) -> Tensor:
+        return streaming_linear(x, linear.weight, linear.bias)
+
+    return forward
+
+
+@contextmanager
+def streaming_linears(model: nn.Module) -> Iterator[int]:
+    """Within the block, `model`'s nn.Linear and BF16Linear layers compute through `streaming_linear` (for tracing a
+    decode package); linear layers whose weight is a tensor subclass (torchao's int8 weights) are left as they are.
+    Yields how many layers were switched."""
+    switched: list[nn.Module] = []
+    try:
+        for module in model.modules():
+            if type(module) is BF16Linear:
+                module.forward = _bf16_forward(module)  # type: ignore[method-assign, assignment]
+            elif type(module) is nn.Linear and type(module.weight) is nn.Parameter:
+                module.forward = _float_forward(module)  # type: ignore[method-assign, assignment]
+            else:
+                continue
+            switched.append(module)
+        yield len(switched)
+    finally:
+        for module in switched:
+            del module.forward
