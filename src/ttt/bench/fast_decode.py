@@ -16,7 +16,9 @@ measured in alternating rounds (median of the per-round medians), and `linears`:
 one token per row through each in turn (the matrix-vector products of a step, nothing else; what the weights cost at
 the speed torch's kernels read them). The limit is the bytes of weights a step reads
 (every parameter once, the tied embedding counted once) over the memory read bandwidth measured in the same run at
-the same thread count (sum over a 1 GiB float32 buffer). Cold start (`coldstart.measure_once`, as `ttt bench
+the same thread count (sum over a 1 GiB float32 buffer); the compute floor is the linear layers' FLOPs per step over
+the rate of a large matrix product in the weights' dtype, measured in the same run (above the bandwidth limit at
+large batches: no kernel streams faster than the arithmetic allows). Cold start (`coldstart.measure_once`, as `ttt bench
 coldstart`): a fresh `python` process that imports ttt, loads the folder and reads a 100-token prompt to its first
 token, then decodes, with and without the packages and with the compiled path. `--baseline-contexts 1024 8192`
 adds the Transformer++ baseline's decode with a KV cache of each length against its limit (weights + KV cache).
@@ -54,6 +56,7 @@ from .models import build, decode_step, measured_state_bytes, synthetic_cache
 from .procstat import RESULT_PREFIX
 from .runner import child_env, official_config
 from .spec import SIZES, Job, ModelSpec
+from .worker import gemm_rate
 
 PROMPT = 100
 
@@ -79,6 +82,19 @@ def _tensor_bytes(t: torch.Tensor) -> int:
         names, _ = flatten()
         return sum(_tensor_bytes(getattr(t, name)) for name in names)
     return t.numel() * t.element_size()
+
+
+def linear_flops(model: torch.nn.Module, batch: int) -> int:
+    """FLOPs of the linear layers' products in one decode step of `batch` rows: 2 · batch · in · out per layer (the
+    rest of a step, the TTT inner step included, is a few percent of it)."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return sum(2 * batch * m.in_features * m.out_features for m in layers)
+
+
+def peak_gemm_gflops(model: TTTForCausalLM, dtype: torch.dtype) -> float:
+    """GFLOP/s of a large matrix product of the model's MLP shape, [2048, C] @ [C, F], in `dtype` (the best the CPU's
+    matrix units do here: the compute floor of a step is its FLOPs over this rate)."""
+    return gemm_rate(2048, model.config.hidden_size, model.config.intermediate_size, 1, dtype)
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
@@ -234,10 +250,13 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
                 if official:
                     rounds["official"].append(official_decode_ms(args, size, layer))
             bandwidth = read_bandwidth_gb_s()
+            gemm = peak_gemm_gflops(eager, torch.bfloat16 if fmt == "bfloat16" else torch.float32)
             result[f"b{batch}"] = dict(
                 {name: statistics.median(values) for name, values in rounds.items()},
                 bandwidth_gb_s=bandwidth,
                 limit_ms=result["weight_bytes"] / (bandwidth * 1e9) * 1e3,
+                gemm_gflops=gemm,
+                compute_ms=linear_flops(eager, batch) / (gemm * 1e9) * 1e3,
             )
         row["formats"][fmt] = result
     row["cold_aot"] = measure_once(folder, args.threads, prompt=PROMPT)
@@ -250,9 +269,9 @@ def measure(size: str, layer: str, args: argparse.Namespace) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
     lines = [
         "| model | weights | batch | official ms/tok | eager | compiled | aot | aot, matmul linears | aot vs official "
-        "| aot vs eager | weight bytes | limit (bandwidth) | aot / limit | linears alone (eager) | linears / limit "
-        "| logits error vs float32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| aot vs eager | weight bytes | limit (bandwidth) | aot / limit | compute floor (GEMM rate) "
+        "| linears alone (eager) | linears / limit | logits error vs float32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for fmt, result in r["formats"].items():
@@ -267,6 +286,7 @@ def table(rows: list[dict[str, Any]], batches: list[int]) -> str:
                     f"{m['aot']:.2f} | {matmul} | {versus} | {m['eager'] / m['aot']:.1f}x | "
                     f"{result['weight_bytes'] / 2**20:.1f} MiB | "
                     f"{m['limit_ms']:.2f} ms ({m['bandwidth_gb_s']:.0f} GB/s) | {m['aot'] / m['limit_ms']:.2f}x | "
+                    f"{m['compute_ms']:.2f} ms ({m['gemm_gflops']:.0f} GFLOP/s) | "
                     f"{m['linears']:.2f} | {m['linears'] / m['limit_ms']:.2f}x | {result['logits_error']:.1e} |"
                 )
     lines += [
