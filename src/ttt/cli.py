@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "streaming", "matmul"],
         default="auto",
         help="how packages compute the float32/bfloat16 linear layers: auto (default) streams the weights through a "
-        "reduction up to 4 rows per step, where it reads them faster than the matrix product, and multiplies above",
+        "reduction up to 2 rows per step, where it reads them faster than the matrix product, and multiplies above",
     )
     p.set_defaults(func=export)
 

@@ -10,7 +10,7 @@ sizes asked for (`export_decode`, timed). Then, per batch size, ms/token of sing
     eager      the default path without packages (`ttt_implementation="auto"`)
     compiled   `ttt_implementation="compiled"` (torch.compile; its compile time reported apart)
     aot        the same folder loaded with `from_pretrained`, its AOT decode packages attached (`linears="auto"`: the
-               linear layers as streaming reductions up to 4 rows, `models/streaming.py`)
+               linear layers as streaming reductions up to 2 rows, `models/streaming.py`)
     aot_matmul with `--compare-linears`: packages of the same weights whose linear layers are torch's matrix product
 measured in alternating rounds (median of the per-round medians), and `linears`: the model's linear layers alone,
 one token per row through each in turn (the matrix-vector products of a step, nothing else; what the weights cost at

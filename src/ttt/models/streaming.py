@@ -24,10 +24,10 @@ from torch import Tensor, nn
 
 from .weights import BF16Linear
 
-# the largest batch size (rows per step) at which a package uses the reduction: measured side by side on one thread
-# of an AVX-512 CPU (`python -m ttt.bench.fast_decode --linears streaming`), the reduction is ahead at 1, 2 and 4 rows
-# and behind at 8
-STREAMING_MAX_BATCH = 4
+# the largest batch size (rows per step) at which a package uses the reduction: whole ttt-linear-125m packages on one
+# AVX-512 thread (`python -m ttt.bench.fast_decode --sizes 125m --batches 1 2 4 --compare-linears`; the figures are in
+# docs/fast_inference.md) are 1.56x faster streaming at 1 row and at 2, and 1.17x slower at 4
+STREAMING_MAX_BATCH = 2
 
 
 def streaming_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
