@@ -21,7 +21,12 @@ def test_linear_flops_count_every_projection_once_per_row() -> None:
 def test_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["--sizes", "tiny", "--batches", "1", "--steps", "2", "--rounds", "1", "--compare-linears"]
-    assert main([*argv, "--dir", str(tmp_path / "models"), "--out", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main([*argv, "--dir", str(tmp_path / "models"), "--out", str(out)]) == 0
+    finally:
+        # main sets this process's thread count (--threads); later tests compare in-process results with children's
+        torch.set_num_threads(threads)
     result = json.loads((out / "results.json").read_text())
     measured = result["rows"][0]["formats"]["float32"]["b1"]
     expected = {"eager", "compiled", "aot", "aot_matmul", "linears", "limit_ms", "compute_ms", "gemm_gflops"}
