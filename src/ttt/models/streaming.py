@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from .weights import BF16Linear
+from .weights import BF16Linear, bf16_linear
 
 # the largest batch size (rows per step) at which a package uses the reduction: whole ttt-linear-125m packages on one
 # AVX-512 thread (`python -m ttt.bench.fast_decode --sizes 125m --batches 1 2 4 --compare-linears`; the figures are in
@@ -42,19 +42,10 @@ def streaming_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
     return out if bias is None else out + bias
 
 
-def _bf16_forward(linear: BF16Linear) -> Callable[[Tensor], Tensor]:
-    def forward(x: Tensor) -> Tensor:
-        bias = None if linear.bias is None else linear.bias.to(linear.weight.dtype)
-        return streaming_linear(x.to(linear.weight.dtype), linear.weight, bias).to(x.dtype)
-
-    return forward
-
-
-def _float_forward(linear: nn.Linear) -> Callable[[Tensor], Tensor]:
-    def forward(x: Tensor) -> Tensor:
-        return streaming_linear(x, linear.weight, linear.bias)
-
-    return forward
+def _forward(linear: nn.Linear) -> Callable[[Tensor], Tensor]:
+    if type(linear) is BF16Linear:
+        return lambda x: bf16_linear(x, linear.weight, linear.bias, streaming_linear)
+    return lambda x: streaming_linear(x, linear.weight, linear.bias)
 
 
 @contextmanager
@@ -65,13 +56,10 @@ def streaming_linears(model: nn.Module) -> Iterator[int]:
     switched: list[nn.Module] = []
     try:
         for module in model.modules():
-            if type(module) is BF16Linear:
-                module.forward = _bf16_forward(module)  # type: ignore[method-assign, assignment]
-            elif type(module) is nn.Linear and type(module.weight) is nn.Parameter:
-                module.forward = _float_forward(module)  # type: ignore[method-assign, assignment]
-            else:
-                continue
-            switched.append(module)
+            plain = isinstance(module, nn.Linear) and type(module) in (nn.Linear, BF16Linear)
+            if plain and type(module.weight) is nn.Parameter:
+                module.forward = _forward(module)  # type: ignore[arg-type]
+                switched.append(module)
         yield len(switched)
     finally:
         for module in switched:

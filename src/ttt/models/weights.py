@@ -15,6 +15,7 @@ The error against float32 is measured by `python -m ttt.bench.fast_decode` and b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -26,12 +27,18 @@ WEIGHT_FORMATS = ("float32", "bfloat16", "int8")
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
+def bf16_linear(x: Tensor, weight: Tensor, bias: Tensor | None, product: Callable[..., Tensor] = F.linear) -> Tensor:
+    """`product(x in weight's dtype, weight, bias in weight's dtype)` returned in x's dtype: [..., in] -> [..., out].
+    `product` is F.linear, or `streaming.streaming_linear` in a small-batch decode package."""
+    b = None if bias is None else bias.to(weight.dtype)
+    return product(x.to(weight.dtype), weight, b).to(x.dtype)
+
+
 class BF16Linear(nn.Linear):
     """An nn.Linear whose weight is bfloat16: y = (x in bf16) Wᵀ, returned in x's dtype. [..., in] -> [..., out]."""
 
     def forward(self, x: Tensor) -> Tensor:
-        bias = None if self.bias is None else self.bias.to(self.weight.dtype)
-        return F.linear(x.to(self.weight.dtype), self.weight, bias).to(x.dtype)
+        return bf16_linear(x, self.weight, self.bias)
 
 
 def _untie_lm_head(model: nn.Module) -> None:
